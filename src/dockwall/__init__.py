@@ -1,0 +1,3 @@
+"""dockwall: decide who may reach the containers on a Docker host."""
+
+__version__ = "0.1.0"

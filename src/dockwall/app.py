@@ -1,0 +1,62 @@
+"""The operations behind the commands: load, snapshot, compile, plan, apply, remove.
+
+No printing here; the CLI decides how results look.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from dockwall import snapshot
+from dockwall.backends.base import Backend, Change
+from dockwall.backends.iptables.backend import IptablesBackend
+from dockwall.compiler import Compiled, compile_policy
+from dockwall.errors import BackendError
+from dockwall.hoststate import HostState
+from dockwall.policy import Policy, load_policy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Context:
+    policy: Policy
+    host: HostState
+    compiled: Compiled
+
+
+def backend() -> Backend:
+    return IptablesBackend()
+
+
+def prepare(policy_path: Path, docker_host: str | None) -> Context:
+    """Validate the policy first (so a typo never waits on Docker), then snapshot and compile."""
+    return context(load_policy(policy_path), docker_host)
+
+
+def context(policy: Policy, docker_host: str | None) -> Context:
+    host = snapshot.take(snapshot.connect(docker_host))
+    return Context(policy, host, compile_policy(policy, host))
+
+
+def plan(ctx: Context, kernel: Backend) -> Change:
+    return kernel.plan(ctx.compiled.ruleset)
+
+
+def apply(ctx: Context, kernel: Backend) -> Change:
+    """Make the kernel match; return what was done. Verifies by reading back."""
+    change = kernel.plan(ctx.compiled.ruleset)
+    if change.pending:
+        kernel.apply(change)
+        if kernel.plan(ctx.compiled.ruleset).pending:
+            raise BackendError("the installed rules differ from the applied ones after apply")
+    return change
+
+
+def remove(kernel: Backend) -> Change:
+    change = kernel.plan_remove()
+    if change.pending:
+        kernel.apply(change)
+    return change

@@ -1,0 +1,1 @@
+"""Firewall backends: render a Ruleset for one kernel interface, read it back, apply it."""

@@ -1,0 +1,62 @@
+"""What every backend offers. The CLI and daemon only speak to this."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from dockwall.ruleset import Ruleset
+from dockwall.values import Family
+
+
+@dataclass(frozen=True)
+class FamilyChange:
+    """What one kernel write for one address family would do."""
+
+    family: Family
+    payload: str  # the whole transaction in the backend's input language; "" if nothing to do
+    added: tuple[str, ...] = ()  # rule lines that appear, for `plan`
+    removed: tuple[str, ...] = ()  # rule lines that go
+    hook: str = ""  # what the hook into Docker's rules does, e.g. "insert jump in DOCKER-USER"
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.payload)
+
+
+@dataclass(frozen=True)
+class Change:
+    families: tuple[FamilyChange, ...]
+
+    @property
+    def pending(self) -> bool:
+        return any(f.pending for f in self.families)
+
+
+@dataclass(frozen=True)
+class Hits:
+    packets: int
+    bytes: int
+
+
+DEFAULT_HITS = "(default)"  # key of the default verdict's counter in Backend.hits()
+
+
+class Backend(Protocol):
+    name: str
+
+    def hits(self) -> dict[str, Hits]:
+        """Packets and bytes each policy rule let through (by rule name), and DEFAULT_HITS."""
+        ...
+
+    def plan(self, ruleset: Ruleset) -> Change:
+        """Read the kernel and work out what makes it match ruleset. Writes nothing."""
+        ...
+
+    def plan_remove(self) -> Change:
+        """Read the kernel and work out what removes everything dockwall installed."""
+        ...
+
+    def apply(self, change: Change) -> None:
+        """Carry out a change: one transaction per family that has something to do."""
+        ...

@@ -1,0 +1,65 @@
+"""IptablesBackend: the only code that reads or writes iptables/ip6tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dockwall import proc
+from dockwall.backends.base import Change, FamilyChange, Hits
+from dockwall.backends.iptables import render, saved, transaction
+from dockwall.ruleset import Ruleset
+from dockwall.values import Family
+
+FAMILIES = (Family.V4, Family.V6)
+TIMEOUT = 30.0  # seconds for one save or restore
+WAIT = "5"  # seconds to wait for the xtables lock
+
+
+@dataclass(frozen=True)
+class Tools:
+    save: str
+    restore: str
+
+
+TOOLS = {
+    Family.V4: Tools("iptables-save", "iptables-restore"),
+    Family.V6: Tools("ip6tables-save", "ip6tables-restore"),
+}
+
+
+class IptablesBackend:
+    name = "iptables"
+
+    def __init__(self, families: tuple[Family, ...] = FAMILIES) -> None:
+        self.families = families
+
+    def read(self, family: Family) -> saved.Saved:
+        """The filter table of one family, with counters."""
+        text = proc.run([TOOLS[family].save, "-c", "-t", "filter"], timeout=TIMEOUT)
+        return saved.parse(text)
+
+    def plan(self, ruleset: Ruleset) -> Change:
+        return Change(tuple(self._plan_family(f, ruleset) for f in self.families))
+
+    def _plan_family(self, family: Family, ruleset: Ruleset) -> FamilyChange:
+        wanted = render.render(family, ruleset.in_family(family))
+        return transaction.to_apply(family, self.read(family), wanted)
+
+    def plan_remove(self) -> Change:
+        return Change(tuple(transaction.to_remove(f, self.read(f)) for f in self.families))
+
+    def apply(self, change: Change) -> None:
+        for family_change in change.families:
+            if family_change.pending:
+                restore = TOOLS[family_change.family].restore
+                proc.run(
+                    [restore, "-w", WAIT, "--noflush"], stdin=family_change.payload, timeout=TIMEOUT
+                )
+
+    def hits(self) -> dict[str, Hits]:
+        totals: dict[str, Hits] = {}
+        for family in self.families:
+            for key, hit in saved.hits(self.read(family)).items():
+                old = totals.get(key, Hits(0, 0))
+                totals[key] = Hits(old.packets + hit.packets, old.bytes + hit.bytes)
+        return totals

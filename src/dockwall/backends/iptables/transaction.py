@@ -1,0 +1,67 @@
+"""Work out the one iptables-restore transaction that turns what is installed into what is
+wanted (or removes dockwall). Pure: text in, text out."""
+
+from __future__ import annotations
+
+from dockwall.backends.base import FamilyChange
+from dockwall.backends.iptables.render import ENTRY, Chains
+from dockwall.backends.iptables.saved import HOOK_CHAINS, JUMP, Saved
+from dockwall.values import Family
+
+
+def hook_chain(saved: Saved) -> str:
+    """DOCKER-USER where Docker made it in this family, else the top of FORWARD."""
+    return "DOCKER-USER" if "DOCKER-USER" in saved.existing else "FORWARD"
+
+
+def to_apply(family: Family, saved: Saved, wanted: Chains) -> FamilyChange:
+    hook = hook_chain(saved)
+    hook_ok = _hook_ok(saved, hook)
+    if saved.chains == wanted and hook_ok:
+        return FamilyChange(family, "")
+    stale = [c for c in saved.chains if c not in wanted]
+    lines = [f":{chain} - [0:0]" for chain in [*wanted, *stale]]
+    lines += [f"-A {chain} {spec}" for chain, specs in wanted.items() for spec in specs]
+    lines += [f"-X {chain}" for chain in stale]
+    note = ""
+    if not hook_ok:
+        lines += _unhook(saved)
+        lines.append(f"-I {hook} 1 {JUMP}")
+        note = f"jump to {ENTRY} at the top of {hook}"
+    added, removed = _diff(saved.chains, wanted)
+    return FamilyChange(family, _transaction(lines), added, removed, note)
+
+
+def to_remove(family: Family, saved: Saved) -> FamilyChange:
+    lines = _unhook(saved)
+    lines += [f":{chain} - [0:0]" for chain in saved.chains]
+    lines += [f"-X {chain}" for chain in saved.chains]
+    if not lines:
+        return FamilyChange(family, "")
+    _, removed = _diff(saved.chains, {})
+    return FamilyChange(family, _transaction(lines), (), removed, f"remove jumps to {ENTRY}")
+
+
+def _hook_ok(saved: Saved, hook: str) -> bool:
+    others = [c for c in HOOK_CHAINS if c != hook]
+    return saved.jump_positions(hook) == [0] and not any(saved.jump_positions(c) for c in others)
+
+
+def _unhook(saved: Saved) -> list[str]:
+    return [f"-D {c} {JUMP}" for c in HOOK_CHAINS for _ in saved.jump_positions(c)]
+
+
+def _diff(old: Chains, new: Chains) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def flat(chains: Chains) -> list[str]:
+        return [f"-A {chain} {spec}" for chain, specs in chains.items() for spec in specs]
+
+    before, after = flat(old), flat(new)
+    before_set, after_set = set(before), set(after)
+    return (
+        tuple(x for x in after if x not in before_set),
+        tuple(x for x in before if x not in after_set),
+    )
+
+
+def _transaction(lines: list[str]) -> str:
+    return "\n".join(["*filter", *lines, "COMMIT", ""])

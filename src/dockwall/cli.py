@@ -1,0 +1,185 @@
+"""The command line: the boundary where errors become messages and exit codes."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from dockwall import app, report
+from dockwall.errors import DockerError, DockwallError, PolicyError
+from dockwall.exposure import exposure
+from dockwall.policy import load_policy
+
+DEFAULT_POLICY = Path("/etc/dockwall/policy.yaml")
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_PENDING = 2  # `plan`: the kernel does not match the policy yet
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _policy_option(func: F) -> F:
+    return click.option(
+        "-p",
+        "--policy",
+        "policy_path",
+        type=click.Path(path_type=Path),
+        default=DEFAULT_POLICY,
+        show_default=True,
+        help="Policy file.",
+    )(func)
+
+
+def _docker_option(func: F) -> F:
+    return click.option(
+        "--docker-host",
+        envvar="DOCKER_HOST",
+        default=None,
+        help="Docker Engine address (default: $DOCKER_HOST, else the standard socket).",
+    )(func)
+
+
+def _errors_to_exit(func: F) -> F:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except PolicyError as exc:
+            click.echo("error: the policy is invalid; nothing was changed", err=True)
+            for problem in exc.problems:
+                click.echo(f"  {problem}", err=True)
+            sys.exit(EXIT_ERROR)
+        except DockwallError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_ERROR)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _warn(warnings: tuple[str, ...]) -> None:
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dockwall")
+def main() -> None:
+    """Decide who may reach the containers on a Docker host, and keep iptables true to it."""
+
+
+@main.command()
+@_policy_option
+@_docker_option
+@_errors_to_exit
+def validate(policy_path: Path, docker_host: str | None) -> None:
+    """Check a policy file. Touches nothing.
+
+    \b
+    Example:
+      dockwall validate -p /etc/dockwall/policy.yaml
+    """
+    policy = load_policy(policy_path)
+    try:
+        _warn(app.context(policy, docker_host).compiled.warnings)
+    except DockerError as exc:
+        click.echo(f"note: Docker not reachable, containers not checked ({exc})", err=True)
+    click.echo(f"{policy_path}: valid ({len(policy.rules)} rules, {len(policy.groups)} groups)")
+
+
+@main.command()
+@_policy_option
+@_docker_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_errors_to_exit
+def plan(policy_path: Path, docker_host: str | None, as_json: bool) -> None:
+    """Show what `apply` would change. Touches nothing.
+
+    Exit code 0: nothing to do; 2: changes are pending; 1: error.
+
+    \b
+    Example:
+      dockwall plan -p /etc/dockwall/policy.yaml
+    """
+    ctx = app.prepare(policy_path, docker_host)
+    change = app.plan(ctx, app.backend())
+    if as_json:
+        click.echo(report.plan_json(change, ctx.compiled.warnings))
+    else:
+        _warn(ctx.compiled.warnings)
+        click.echo(report.plan_text(change))
+    sys.exit(EXIT_PENDING if change.pending else EXIT_OK)
+
+
+@main.command()
+@_policy_option
+@_docker_option
+@_errors_to_exit
+def apply(policy_path: Path, docker_host: str | None) -> None:
+    """Install the policy: one atomic transaction per address family.
+
+    \b
+    Example:
+      dockwall apply -p /etc/dockwall/policy.yaml
+    """
+    ctx = app.prepare(policy_path, docker_host)
+    _warn(ctx.compiled.warnings)
+    change = app.apply(ctx, app.backend())
+    if change.pending:
+        click.echo(report.plan_text(change, verbose=False))
+        click.echo("applied")
+    else:
+        click.echo("nothing to do: the installed rules match")
+
+
+@main.command()
+@_policy_option
+@_docker_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_errors_to_exit
+def status(policy_path: Path, docker_host: str | None, as_json: bool) -> None:
+    """Show containers, addresses, published ports, and who may reach them.
+
+    \b
+    Example:
+      dockwall status -p /etc/dockwall/policy.yaml
+    """
+    ctx = app.prepare(policy_path, docker_host)
+    kernel = app.backend()
+    in_sync = not app.plan(ctx, kernel).pending
+    rows = exposure(ctx.compiled.ruleset, ctx.host)
+    hits = kernel.hits()
+    header = {
+        "policy": str(policy_path),
+        "policy_sha256": ctx.policy.digest,
+        "installed_matches_policy": in_sync,
+        "backend": kernel.name,
+        "docker_version": ctx.host.docker_version,
+    }
+    if as_json:
+        click.echo(report.status_json(header, rows, hits))
+        return
+    match = "yes" if in_sync else "NO (run `dockwall plan`)"
+    click.echo(
+        f"policy {policy_path} (sha256 {ctx.policy.digest[:12]}), installed rules match: "
+        f"{match}, backend {kernel.name}, Docker {ctx.host.docker_version}"
+    )
+    click.echo(report.table_text(report.status_rows(rows, hits)))
+    click.echo(report.default_line(hits))
+
+
+@main.command()
+@_errors_to_exit
+def remove() -> None:
+    """Delete every chain and jump dockwall installed, and nothing else.
+
+    \b
+    Example:
+      dockwall remove
+    """
+    change = app.remove(app.backend())
+    click.echo("removed" if change.pending else "nothing to remove")

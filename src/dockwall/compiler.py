@@ -1,0 +1,85 @@
+"""compile(policy, host) -> Ruleset: pure. No I/O, no Docker calls, no clock."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from dockwall.hoststate import Container, HostState
+from dockwall.policy import Policy, Rule, Selector
+from dockwall.ruleset import Allow, Ruleset
+from dockwall.values import IPNetwork
+
+DEFAULT_BRIDGE_PREFIXES = ("br-",)  # Docker's names for user-defined bridges made later
+COMPOSE_PROJECT = "com.docker.compose.project"
+COMPOSE_SERVICE = "com.docker.compose.service"
+
+
+@dataclass(frozen=True)
+class Compiled:
+    ruleset: Ruleset
+    warnings: tuple[str, ...]
+
+
+def compile_policy(policy: Policy, host: HostState) -> Compiled:
+    warnings: list[str] = []
+    bridged = frozenset(n.name for n in host.bridge_networks)
+    allows = []
+    for rule in policy.rules:
+        allows.append(_allow(rule, host, bridged, warnings))
+        if rule.via is not None and rule.via not in host.interfaces:
+            warnings.append(f"rule {rule.name!r}: via {rule.via!r} names no interface on this host")
+    bridges = tuple(sorted({n.bridge for n in host.bridge_networks if n.bridge}))
+    ruleset = Ruleset(bridges, DEFAULT_BRIDGE_PREFIXES, tuple(allows), policy.default)
+    return Compiled(ruleset, tuple(warnings))
+
+
+def _allow(rule: Rule, host: HostState, bridged: frozenset[str], warnings: list[str]) -> Allow:
+    destinations = None
+    if rule.targets is not None:
+        matched = matching_containers(rule, host)
+        if not matched:
+            warnings.append(f"rule {rule.name!r}: to matches no running container now")
+        addresses = {a for c in matched for a in c.addresses(bridged)}
+        destinations = tuple(_host_net(a) for a in sorted(addresses, key=_order))
+    sources = None
+    if rule.sources is not None:
+        sources = tuple(sorted(set(rule.sources), key=_order))
+    ports = None if rule.ports is None else tuple(sorted(set(rule.ports)))
+    return Allow(rule.name, rule.line, rule.source_names, rule.via, sources, destinations, ports)
+
+
+def matching_containers(rule: Rule, host: HostState) -> tuple[Container, ...]:
+    """Containers a rule's `to` selects (all of them for "*")."""
+    if rule.targets is None:
+        return host.containers
+    return tuple(c for c in host.containers if any(selects(s, c) for s in rule.targets))
+
+
+def selects(selector: Selector, container: Container) -> bool:
+    """True if every key set in the selector matches the container."""
+    checks = []
+    if selector.container is not None:
+        checks.append(fnmatchcase(container.name, selector.container))
+    if selector.label is not None:
+        key, value = selector.label
+        checks.append(key in container.labels and value in (None, container.labels[key]))
+    if selector.network is not None:
+        checks.append(any(ep.network == selector.network for ep in container.endpoints))
+    if selector.compose is not None:
+        project, service = selector.compose
+        labels = container.labels
+        checks.append(
+            labels.get(COMPOSE_SERVICE) == service
+            and project in (None, labels.get(COMPOSE_PROJECT))
+        )
+    return bool(checks) and all(checks)
+
+
+def _host_net(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> IPNetwork:
+    return ipaddress.ip_network(addr)
+
+
+def _order(item: IPNetwork | ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[int, object]:
+    return (item.version, item)

@@ -1,0 +1,53 @@
+"""Who may reach which container port, worked out from the Ruleset. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dockwall.hoststate import Container, HostState, PublishedPort
+from dockwall.ruleset import Allow, Ruleset
+from dockwall.values import IPAddress
+
+
+@dataclass(frozen=True)
+class PortExposure:
+    port: PublishedPort
+    allows: tuple[Allow, ...]  # the allows that let someone dial this published port
+
+    @property
+    def public(self) -> bool:
+        return any(a.sources is None for a in self.allows)
+
+
+@dataclass(frozen=True)
+class ContainerExposure:
+    container: Container
+    addresses: tuple[IPAddress, ...]
+    ports: tuple[PortExposure, ...]
+
+
+def exposure(ruleset: Ruleset, host: HostState) -> tuple[ContainerExposure, ...]:
+    bridged = frozenset(n.name for n in host.bridge_networks)
+    result = []
+    for container in sorted(host.containers, key=lambda c: c.name):
+        addresses = container.addresses(bridged)
+        ports = tuple(
+            PortExposure(p, tuple(a for a in ruleset.allows if _covers(a, addresses, p)))
+            for p in sorted(set(container.ports), key=_port_order)
+        )
+        result.append(ContainerExposure(container, addresses, ports))
+    return tuple(result)
+
+
+def _covers(allow: Allow, addresses: tuple[IPAddress, ...], port: PublishedPort) -> bool:
+    if allow.destinations is not None and not any(
+        a in d for a in addresses for d in allow.destinations
+    ):
+        return False
+    if allow.ports is None:
+        return True
+    return any(r.proto is port.proto and port.host_port in r for r in allow.ports)
+
+
+def _port_order(port: PublishedPort) -> tuple[int, str, str]:
+    return (port.host_port, port.proto.value, str(port.host_ip or ""))

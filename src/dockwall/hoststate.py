@@ -1,0 +1,63 @@
+"""HostState: what the compiler needs to know about a Docker host, as plain frozen values."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from dockwall.values import IPAddress, IPNetwork, Proto
+
+
+@dataclass(frozen=True)
+class Network:
+    """A Docker network. Only bridge networks carry governed traffic."""
+
+    id: str
+    name: str
+    driver: str
+    bridge: str | None  # the host interface of a bridge network (validated), else None
+    subnets: tuple[IPNetwork, ...] = ()
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    network: str  # network name
+    ipv4: IPAddress | None
+    ipv6: IPAddress | None
+
+
+@dataclass(frozen=True)
+class PublishedPort:
+    host_ip: IPAddress | None  # None: every address
+    host_port: int
+    container_port: int
+    proto: Proto
+
+
+@dataclass(frozen=True)
+class Container:
+    id: str
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    endpoints: tuple[Endpoint, ...] = ()
+    ports: tuple[PublishedPort, ...] = ()
+
+    def addresses(self, bridged: frozenset[str]) -> tuple[IPAddress, ...]:
+        """The container's addresses on the given (bridge) networks."""
+        found: list[IPAddress] = []
+        for ep in self.endpoints:
+            if ep.network in bridged:
+                found += [a for a in (ep.ipv4, ep.ipv6) if a is not None]
+        return tuple(found)
+
+
+@dataclass(frozen=True)
+class HostState:
+    containers: tuple[Container, ...]
+    networks: tuple[Network, ...]
+    interfaces: frozenset[str]  # host interface names, for warnings about `via`
+    docker_version: str = "unknown"
+
+    @property
+    def bridge_networks(self) -> tuple[Network, ...]:
+        return tuple(n for n in self.networks if n.bridge is not None)

@@ -1,0 +1,317 @@
+"""The policy file: schema, validation with located errors, and the resolved Policy."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dockwall import yamlsource
+from dockwall.errors import PolicyError, Problem, UnsafeValueError
+from dockwall.values import (
+    IPNetwork,
+    PortRange,
+    Verdict,
+    checked_ifname,
+    checked_name,
+    parse_network,
+)
+
+ANY = "any"
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
+
+
+# ---- resolved policy: what the compiler consumes ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Which containers a rule is about. Every key that is set must match."""
+
+    container: str | None = None  # glob on the container name
+    label: tuple[str, str | None] | None = None  # key, and value if "key=value"
+    network: str | None = None
+    compose: tuple[str | None, str] | None = None  # project (optional), service
+
+    def __str__(self) -> str:
+        parts = []
+        if self.container is not None:
+            parts.append(f"container={self.container}")
+        if self.label is not None:
+            key, value = self.label
+            parts.append(f"label={key}" + ("" if value is None else f"={value}"))
+        if self.network is not None:
+            parts.append(f"network={self.network}")
+        if self.compose is not None:
+            project, service = self.compose
+            parts.append(f"compose={project + '/' if project else ''}{service}")
+        return ",".join(parts)
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    sources: tuple[IPNetwork, ...] | None  # None: any source
+    source_names: tuple[str, ...]  # as written: group names, addresses, "any"
+    via: str | None  # host interface the traffic must arrive on
+    targets: tuple[Selector, ...] | None  # None: every container, also later ones
+    ports: tuple[PortRange, ...] | None  # None: every port Docker publishes
+    line: int  # where the rule starts in the policy file
+
+
+@dataclass(frozen=True)
+class Policy:
+    filename: str
+    digest: str  # sha256 of the file's bytes
+    default: Verdict
+    groups: Mapping[str, tuple[IPNetwork, ...]]
+    rules: tuple[Rule, ...]
+
+
+# ---- the file's schema -----------------------------------------------------------------------
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _as_list(value: Any) -> Any:
+    return value if isinstance(value, list) else [value]
+
+
+def _parse_pair(text: str, sep: str) -> tuple[str, str | None]:
+    head, found, tail = text.partition(sep)
+    if not head or (found and not tail):
+        raise ValueError(f"{text!r} is not of the form 'a' or 'a{sep}b'")
+    return head, (tail if found else None)
+
+
+class SelectorDoc(_Doc):
+    container: str | None = None
+    label: str | None = None
+    network: str | None = None
+    compose: str | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> SelectorDoc:
+        if not any((self.container, self.label, self.network, self.compose)):
+            raise ValueError("a selector needs at least one of container, label, network, compose")
+        return self
+
+    def resolve(self) -> Selector:
+        label = _parse_pair(self.label, "=") if self.label else None
+        compose = None
+        if self.compose:
+            first, second = _parse_pair(self.compose, "/")
+            compose = (first, second) if second is not None else (None, first)
+        return Selector(self.container, label, self.network, compose)
+
+
+class RuleDoc(_Doc):
+    name: str
+    from_: list[str] = Field(alias="from", min_length=1)
+    via: str | None = None
+    to: list[SelectorDoc] | None = None
+    ports: tuple[PortRange, ...] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _unsafe_to_value_error(checked_name, value)
+
+    @field_validator("from_", mode="before")
+    @classmethod
+    def _from(cls, value: Any) -> Any:
+        return [str(v) if not isinstance(v, str) else v for v in _as_list(value)]
+
+    @field_validator("via")
+    @classmethod
+    def _via(cls, value: str | None) -> str | None:
+        return None if value is None else _unsafe_to_value_error(checked_ifname, value)
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _to(cls, value: Any) -> Any:
+        return None if value == "*" else _as_list(value)
+
+    @field_validator("ports", mode="before")
+    @classmethod
+    def _ports(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        items = _as_list(value)
+        if not items:
+            raise ValueError("ports must not be empty (leave it out for every port)")
+        return tuple(_unsafe_to_value_error(PortRange.parse, str(item)) for item in items)
+
+
+class PolicyDoc(_Doc):
+    version: Literal[1]
+    default: Verdict = Verdict.DROP
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    rules: list[RuleDoc] = Field(default_factory=list)
+
+    @field_validator("groups", mode="before")
+    @classmethod
+    def _groups(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {k: [str(v) for v in _as_list(items or [])] for k, items in value.items()}
+
+
+def _unsafe_to_value_error(check: Callable[[_In], _Out], value: _In) -> _Out:
+    try:
+        return check(value)
+    except UnsafeValueError as exc:
+        raise ValueError(str(exc)) from None
+
+
+# ---- loading ---------------------------------------------------------------------------------
+
+
+def load_policy(path: Path) -> Policy:
+    """Read, validate and resolve a policy file. Raises PolicyError listing every problem."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise PolicyError(
+            [Problem(str(path), f"cannot read policy file: {exc.strerror}")]
+        ) from None
+    return parse_policy(raw, str(path))
+
+
+def parse_policy(raw: bytes, filename: str) -> Policy:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PolicyError([Problem(filename, "policy file is not UTF-8 text")]) from None
+    located = yamlsource.load(text, filename)
+    if not isinstance(located.data, dict):
+        raise PolicyError([Problem(filename, "policy must be a mapping with 'version: 1'")])
+    try:
+        doc = PolicyDoc.model_validate(located.data)
+    except ValidationError as exc:
+        raise PolicyError([_problem(err, located) for err in exc.errors()]) from None
+    groups, problems = _resolve_groups(doc, located)
+    rules = []
+    for index, rule_doc in enumerate(doc.rules):
+        rule, rule_problems = _resolve_rule(index, rule_doc, groups, located)
+        rules.append(rule)
+        problems += rule_problems
+    problems += _duplicate_names(doc, located)
+    if problems:
+        raise PolicyError(problems)
+    digest = hashlib.sha256(raw).hexdigest()
+    return Policy(filename, digest, doc.default, groups, tuple(rules))
+
+
+def _resolve_groups(
+    doc: PolicyDoc, located: yamlsource.Located
+) -> tuple[dict[str, tuple[IPNetwork, ...]], list[Problem]]:
+    groups: dict[str, tuple[IPNetwork, ...]] = {}
+    problems: list[Problem] = []
+    for name, entries in doc.groups.items():
+        where = located.where(("groups", name))
+        if name == ANY or not name[:1].isalpha():
+            problems.append(
+                Problem(
+                    where,
+                    f"group {name!r}: a group name must start with a "
+                    f"letter and must not be {ANY!r}",
+                )
+            )
+            continue
+        try:
+            checked_name(name)
+            groups[name] = tuple(parse_network(entry) for entry in entries)
+        except UnsafeValueError as exc:
+            problems.append(Problem(where, f"group {name!r}: {exc}"))
+    return groups, problems
+
+
+def _resolve_rule(
+    index: int,
+    doc: RuleDoc,
+    groups: Mapping[str, tuple[IPNetwork, ...]],
+    located: yamlsource.Located,
+) -> tuple[Rule, list[Problem]]:
+    sources: list[IPNetwork] | None = []
+    problems = []
+    for pos, entry in enumerate(doc.from_):
+        if entry == ANY:
+            sources = None
+        elif entry in groups:
+            sources = None if sources is None else [*sources, *groups[entry]]
+        else:
+            try:
+                net = parse_network(entry)
+            except UnsafeValueError as exc:
+                what = f"unknown group {entry!r}" if entry[:1].isalpha() else str(exc)
+                where = located.where(("rules", index, "from", pos))
+                problems.append(Problem(where, f"rule {doc.name!r}: from: {what}"))
+                continue
+            sources = None if sources is None else [*sources, net]
+    targets = None if doc.to is None else tuple(sel.resolve() for sel in doc.to)
+    line = located.lines.get(("rules", index), 0)
+    rule = Rule(
+        name=doc.name,
+        sources=None if sources is None else tuple(dict.fromkeys(sources)),
+        source_names=tuple(doc.from_),
+        via=doc.via,
+        targets=targets,
+        ports=doc.ports,
+        line=line,
+    )
+    return rule, problems
+
+
+def _duplicate_names(doc: PolicyDoc, located: yamlsource.Located) -> list[Problem]:
+    seen: set[str] = set()
+    problems = []
+    for index, rule in enumerate(doc.rules):
+        if rule.name in seen:
+            where = located.where(("rules", index, "name"))
+            problems.append(Problem(where, f"rule {rule.name!r}: name used by an earlier rule"))
+        seen.add(rule.name)
+    return problems
+
+
+def _problem(err: Any, located: yamlsource.Located) -> Problem:
+    loc = tuple(err["loc"])
+    path = _yaml_path(loc, located)
+    what = _message(err, loc)
+    prefix = ""
+    if len(path) >= 2 and path[0] == "rules" and isinstance(path[1], int):
+        rules = located.data.get("rules")
+        name = rules[path[1]].get("name") if isinstance(rules[path[1]], dict) else None
+        prefix = f"rule {name!r}: " if isinstance(name, str) else f"rules[{path[1]}]: "
+        path = path[2:]
+    field = ".".join(str(p) for p in path)
+    return Problem(located.where(_yaml_path(loc, located)), f"{prefix}{field}: {what}".strip())
+
+
+def _yaml_path(loc: tuple[Any, ...], located: yamlsource.Located) -> tuple[str | int, ...]:
+    """Drop the parts of a pydantic location that name schema types, not keys."""
+    path: tuple[str | int, ...] = ()
+    for part in loc:
+        candidate = (*path, part)
+        if candidate in located.lines or part == loc[-1]:
+            path = candidate
+    return path
+
+
+def _message(err: Any, loc: tuple[Any, ...]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key {loc[-1]!r}"
+    if kind == "missing":
+        return f"missing key {loc[-1]!r}"
+    if loc == ("version",):
+        return "must be 1 (the only policy version so far)"
+    message = str(err["msg"])
+    return message.removeprefix("Value error, ")

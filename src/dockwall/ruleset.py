@@ -1,0 +1,52 @@
+"""The Ruleset: what the kernel must do, in backend-neutral terms. No iptables or nft syntax."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from dockwall.values import Family, IPNetwork, PortRange, Verdict
+
+
+@dataclass(frozen=True)
+class Allow:
+    """One policy rule made concrete: traffic matching all of these is handed back to Docker."""
+
+    rule: str  # the policy rule's name
+    line: int  # where it is in the policy file
+    source_names: tuple[str, ...]  # sources as the policy wrote them, for people
+    via: str | None  # arriving interface; None: any
+    sources: tuple[IPNetwork, ...] | None  # None: any source
+    destinations: tuple[IPNetwork, ...] | None  # container addresses; None: every container
+    ports: tuple[PortRange, ...] | None  # dialed ports; None: any port
+
+    def in_family(self, family: Family) -> Allow | None:
+        """This allow narrowed to one address family, or None if it matches nothing there."""
+        sources = _only(self.sources, family)
+        destinations = _only(self.destinations, family)
+        if sources == () or destinations == ():
+            return None
+        return replace(self, sources=sources, destinations=destinations)
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    """Governed traffic: arrives on a non-bridge interface and leaves on a Docker bridge.
+
+    Replies and traffic that containers start are never governed. Governed traffic that no
+    allow matches gets `default`.
+    """
+
+    bridges: tuple[str, ...]  # bridge interfaces known now
+    bridge_prefixes: tuple[str, ...]  # also bridges: names starting with these (later networks)
+    allows: tuple[Allow, ...]
+    default: Verdict
+
+    def in_family(self, family: Family) -> Ruleset:
+        allows = (a.in_family(family) for a in self.allows)
+        return replace(self, allows=tuple(a for a in allows if a is not None))
+
+
+def _only(nets: tuple[IPNetwork, ...] | None, family: Family) -> tuple[IPNetwork, ...] | None:
+    if nets is None:
+        return None
+    return tuple(n for n in nets if Family.of(n) is family)

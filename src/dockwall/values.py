@@ -1,0 +1,95 @@
+"""Validated value types: the only kinds of value that may reach rule text."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Self
+
+from dockwall.errors import UnsafeValueError
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Names of policy rules and groups: they appear in rule comments, so keep them plain.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,47}")
+# Linux interface names: at most 15 bytes; no '/', whitespace, quotes or '+'.
+IFNAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@:-]{0,14}")
+
+
+class Proto(StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+class Family(StrEnum):
+    V4 = "ipv4"
+    V6 = "ipv6"
+
+    @classmethod
+    def of(cls, net: IPNetwork | IPAddress) -> Family:
+        return cls.V4 if net.version == 4 else cls.V6
+
+
+class Verdict(StrEnum):
+    DROP = "drop"
+    REJECT = "reject"
+
+
+def checked_name(value: str) -> str:
+    """Return value if it is a safe rule or group name, else raise."""
+    if not NAME_PATTERN.fullmatch(value):
+        raise UnsafeValueError(
+            f"{value!r} is not a valid name (letters, digits, '_', '.', '-'; at most 48)"
+        )
+    return value
+
+
+def checked_ifname(value: str) -> str:
+    """Return value if it is a safe Linux interface name, else raise."""
+    if not IFNAME_PATTERN.fullmatch(value) or value in {".", ".."}:
+        raise UnsafeValueError(f"{value!r} is not a valid interface name")
+    return value
+
+
+@dataclass(frozen=True, order=True)
+class PortRange:
+    """Ports the client dialed: first..last inclusive, one protocol."""
+
+    proto: Proto
+    first: int
+    last: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.first <= self.last <= 65535:
+            raise UnsafeValueError(f"bad port range {self.first}-{self.last} (1-65535)")
+
+    @classmethod
+    def parse(cls, text: str) -> Self:
+        """Parse "80", "80/tcp", "53/udp" or "8000-8100/tcp"."""
+        ports, _, proto = text.strip().partition("/")
+        try:
+            protocol = Proto(proto.lower() or "tcp")
+        except ValueError:
+            raise UnsafeValueError(f"unknown protocol {proto!r} in {text!r} (tcp or udp)") from None
+        first, _, last = ports.partition("-")
+        if not first.isdigit() or not (last or first).isdigit():
+            raise UnsafeValueError(f"bad port {text!r} (e.g. 80, 80/tcp, 8000-8100/tcp)")
+        return cls(protocol, int(first), int(last or first))
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.first <= port <= self.last
+
+    def __str__(self) -> str:
+        span = str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
+        return f"{span}/{self.proto}"
+
+
+def parse_network(text: str) -> IPNetwork:
+    """Parse an address or CIDR; host bits set in a CIDR are an error, not silently masked."""
+    try:
+        return ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError as exc:
+        raise UnsafeValueError(f"{text!r} is not an address or CIDR ({exc})") from None

@@ -1,0 +1,65 @@
+"""Read YAML into plain data, remembering the line of every value for error messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from dockwall.errors import PolicyError, Problem
+
+Path = tuple[str | int, ...]
+_SCALARS = yaml.constructor.SafeConstructor()
+
+
+@dataclass
+class Located:
+    """Plain data (dicts, lists, scalars) with the 1-based line of each path in it."""
+
+    data: Any
+    filename: str
+    lines: dict[Path, int] = field(default_factory=dict)
+
+    def where(self, path: Path) -> str:
+        """file:line of the deepest known path prefix."""
+        for cut in range(len(path), -1, -1):
+            line = self.lines.get(tuple(path[:cut]))
+            if line is not None:
+                return f"{self.filename}:{line}"
+        return self.filename
+
+
+def load(text: str, filename: str) -> Located:
+    """Parse text as YAML (safe subset). Duplicate keys are an error, not a silent overwrite."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{filename}:{mark.line + 1}" if mark else filename
+        raise PolicyError([Problem(where, f"not valid YAML: {exc}")]) from None
+    located = Located(None, filename)
+    if node is not None:
+        located.data = _convert(node, (), located)
+    return located
+
+
+def _convert(node: yaml.Node, path: Path, out: Located) -> Any:
+    out.lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        return _mapping(node, path, out)
+    if isinstance(node, yaml.SequenceNode):
+        return [_convert(item, (*path, i), out) for i, item in enumerate(node.value)]
+    return _SCALARS.construct_object(node, deep=True)
+
+
+def _mapping(node: yaml.MappingNode, path: Path, out: Located) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key_node, value_node in node.value:
+        key = str(_SCALARS.construct_object(key_node, deep=True))
+        key_line = key_node.start_mark.line + 1
+        if key in result:
+            raise PolicyError([Problem(f"{out.filename}:{key_line}", f"key {key!r} appears twice")])
+        result[key] = _convert(value_node, (*path, key), out)
+        out.lines[(*path, key)] = key_line
+    return result
