@@ -68,7 +68,8 @@ def _allow(index: int, allow: Allow, following: str) -> Iterator[str]:
     for destination in allow.destinations or (None,):
         for ports in allow.ports or (None,):
             yield " ".join([*_dest(destination), *_ports(ports), target])
-    yield f"-g {following}"
+    if allow.destinations is not None or allow.ports is not None:
+        yield f"-g {following}"  # nothing above matched: on to the next allow
 
 
 def _sources(allow: Allow, following: str) -> Iterator[str]:

@@ -1,0 +1,77 @@
+"""compile(): which containers a rule selects, which addresses and ports it allows."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from dockwall.compiler import compile_policy, selects
+from dockwall.hoststate import Container, Endpoint
+from dockwall.policy import Selector, parse_policy
+from dockwall.values import Family
+from tests.hostfile import load_host
+
+SCENARIOS = Path(__file__).parents[1] / "scenarios"
+
+
+def net(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(text)
+
+
+def compiled(name: str):  # type: ignore[no-untyped-def]
+    policy_text = (SCENARIOS / name / "policy.yaml").read_bytes()
+    policy = parse_policy(policy_text, "policy.yaml")
+    return compile_policy(policy, load_host(SCENARIOS / name / "host.yaml"))
+
+
+def test_seed_allows() -> None:
+    result = compiled("seed")
+    admins, lan, web = result.ruleset.allows
+    assert admins.destinations is None and admins.via == "eth0"
+    assert web.destinations == (net("192.0.2.2/32"), net("2001:db8:d0c::2/128"))
+    assert result.ruleset.bridges == ("br-5e3f0c1a2b4d", "docker0")
+    assert result.ruleset.bridge_prefixes == ("br-",)
+    assert result.warnings == ()
+
+
+def test_family_narrowing_drops_allows_that_match_nothing_there() -> None:
+    ruleset = compiled("selectors-and-reject").ruleset
+    v6 = ruleset.in_family(Family.V6)
+    assert [a.rule for a in v6.allows] == ["dns", "dbnet-from-one-host"]
+    v4 = ruleset.in_family(Family.V4)
+    assert [a.rule for a in v4.allows] == ["metrics", "dns", "dbnet-from-one-host"]
+    dns = v4.allows[1]
+    assert dns.destinations == (net("192.0.2.12/32"), net("192.0.2.13/32"))
+
+
+def test_warnings_for_unmatched_selector_and_unknown_interface() -> None:
+    policy = parse_policy(
+        b"version: 1\nrules:\n  - {name: a, from: any, via: eth9, to: {container: nope}}\n",
+        "p.yaml",
+    )
+    result = compile_policy(policy, load_host(SCENARIOS / "seed" / "host.yaml"))
+    assert result.ruleset.allows[0].destinations == ()
+    assert result.ruleset.in_family(Family.V4).allows == ()
+    assert any("matches no running container" in w for w in result.warnings)
+    assert any("'eth9' names no interface" in w for w in result.warnings)
+
+
+def test_non_bridge_addresses_are_not_destinations() -> None:
+    ruleset = compiled("selectors-and-reject").ruleset
+    dns = ruleset.allows[1]
+    assert net("198.51.100.200/32") not in (dns.destinations or ())
+
+
+def test_selector_keys_must_all_match() -> None:
+    labels = {"a": "b", "com.docker.compose.project": "p", "com.docker.compose.service": "s"}
+    c = Container("id", "web-1", labels, (Endpoint("front", None, None),))
+    assert selects(Selector(container="web-*"), c)
+    assert not selects(Selector(container="WEB-*"), c)
+    assert selects(Selector(label=("a", None)), c)
+    assert selects(Selector(label=("a", "b"), network="front"), c)
+    assert not selects(Selector(label=("a", "c")), c)
+    assert not selects(Selector(label=("a", "b"), network="back"), c)
+    assert selects(Selector(compose=("p", "s")), c)
+    assert selects(Selector(compose=(None, "s")), c)
+    assert not selects(Selector(compose=("q", "s")), c)
+    assert not selects(Selector(), c)

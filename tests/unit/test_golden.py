@@ -1,0 +1,38 @@
+"""Golden scenarios: one folder per story, policy + host in, rendered rules per family out.
+
+Set UPDATE_GOLDEN=1 to rewrite the expected files after a deliberate change; review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dockwall.backends.iptables import render
+from dockwall.compiler import compile_policy
+from dockwall.policy import load_policy
+from dockwall.values import Family
+from tests.hostfile import load_host
+
+SCENARIOS = Path(__file__).parent.parent / "scenarios"
+
+
+def rendered(scenario: Path, family: Family) -> str:
+    policy = load_policy(scenario / "policy.yaml")
+    compiled = compile_policy(policy, load_host(scenario / "host.yaml"))
+    chains = render.render(family, compiled.ruleset.in_family(family))
+    lines = [f"-A {chain} {spec}" for chain, specs in chains.items() for spec in specs]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("family", list(Family))
+@pytest.mark.parametrize("scenario", sorted(p.name for p in SCENARIOS.iterdir()))
+def test_rendered_rules_match_golden(scenario: str, family: Family) -> None:
+    folder = SCENARIOS / scenario
+    expected = folder / f"expected.{family.value}.rules"
+    actual = rendered(folder, family)
+    if os.environ.get("UPDATE_GOLDEN"):
+        expected.write_text(actual)
+    assert actual == expected.read_text()

@@ -1,0 +1,107 @@
+"""The restore transaction: nothing when in sync, the hook put right, stale chains deleted."""
+
+from __future__ import annotations
+
+from dockwall.backends.iptables import saved, transaction
+from dockwall.values import Family
+
+WANTED = {"DOCKWALL": ["-j DOCKWALL-DEFAULT"], "DOCKWALL-DEFAULT": ["-j DROP"]}
+
+
+def saved_from(rules: str) -> saved.Saved:
+    text = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+    return saved.parse(text + rules + "COMMIT\n")
+
+
+IN_SYNC = """:DOCKER-USER - [0:0]
+:DOCKWALL - [0:0]
+:DOCKWALL-DEFAULT - [0:0]
+-A FORWARD -j DOCKER-USER
+-A DOCKER-USER -j DOCKWALL
+-A DOCKER-USER -j RETURN
+[3:180] -A DOCKWALL -j DOCKWALL-DEFAULT
+[2:120] -A DOCKWALL-DEFAULT -j DROP
+"""
+
+
+def test_in_sync_means_no_transaction() -> None:
+    change = transaction.to_apply(Family.V4, saved_from(IN_SYNC), WANTED)
+    assert not change.pending
+
+
+def test_fresh_host_gets_chains_and_hook_in_docker_user() -> None:
+    state = saved_from(":DOCKER-USER - [0:0]\n-A DOCKER-USER -j RETURN\n")
+    change = transaction.to_apply(Family.V4, state, WANTED)
+    lines = change.payload.splitlines()
+    assert lines[0] == "*filter" and lines[-1] == "COMMIT"
+    assert ":DOCKWALL - [0:0]" in lines
+    assert "-A DOCKWALL-DEFAULT -j DROP" in lines
+    assert lines[-2] == "-I DOCKER-USER 1 -j DOCKWALL"
+    assert change.added == ("-A DOCKWALL -j DOCKWALL-DEFAULT", "-A DOCKWALL-DEFAULT -j DROP")
+
+
+def test_without_docker_user_the_hook_is_the_top_of_forward() -> None:
+    change = transaction.to_apply(Family.V6, saved_from(""), WANTED)
+    assert change.payload.splitlines()[-2] == "-I FORWARD 1 -j DOCKWALL"
+
+
+def test_hook_below_other_rules_is_moved_to_the_top() -> None:
+    state = saved_from(
+        IN_SYNC.replace("-A DOCKER-USER -j DOCKWALL\n", "") + "-A DOCKER-USER -j DOCKWALL\n"
+    )
+    lines = transaction.to_apply(Family.V4, state, WANTED).payload.splitlines()
+    assert lines[-3:-1] == ["-D DOCKER-USER -j DOCKWALL", "-I DOCKER-USER 1 -j DOCKWALL"]
+
+
+def test_jump_left_in_forward_is_removed_once_docker_user_exists() -> None:
+    state = saved_from(IN_SYNC + "-A FORWARD -j DOCKWALL\n")
+    lines = transaction.to_apply(Family.V4, state, WANTED).payload.splitlines()
+    assert "-D FORWARD -j DOCKWALL" in lines
+
+
+def test_stale_chain_is_flushed_and_deleted() -> None:
+    state = saved_from(IN_SYNC + ":DOCKWALL-R9 - [0:0]\n-A DOCKWALL-R9 -j RETURN\n")
+    change = transaction.to_apply(Family.V4, state, WANTED)
+    lines = change.payload.splitlines()
+    assert lines.index(":DOCKWALL-R9 - [0:0]") < lines.index("-X DOCKWALL-R9")
+    assert change.removed == ("-A DOCKWALL-R9 -j RETURN",)
+
+
+def test_edited_chain_is_replaced_whole() -> None:
+    state = saved_from(IN_SYNC.replace("-j DROP", "-j ACCEPT"))
+    change = transaction.to_apply(Family.V4, state, WANTED)
+    assert change.pending
+    assert change.removed == ("-A DOCKWALL-DEFAULT -j ACCEPT",)
+
+
+def test_remove_deletes_jumps_then_chains_and_nothing_else() -> None:
+    state = saved_from(IN_SYNC + "-A FORWARD -j DOCKWALL\n")
+    lines = transaction.to_remove(Family.V4, state).payload.splitlines()
+    assert lines == [
+        "*filter",
+        "-D DOCKER-USER -j DOCKWALL",
+        "-D FORWARD -j DOCKWALL",
+        ":DOCKWALL - [0:0]",
+        ":DOCKWALL-DEFAULT - [0:0]",
+        "-X DOCKWALL",
+        "-X DOCKWALL-DEFAULT",
+        "COMMIT",
+    ]
+
+
+def test_remove_with_nothing_installed_does_nothing() -> None:
+    assert not transaction.to_remove(Family.V4, saved_from("")).pending
+
+
+def test_hits_are_summed_per_rule_by_comment() -> None:
+    state = saved_from(
+        ":DOCKWALL-S1 - [0:0]\n:DOCKWALL-DEFAULT - [0:0]\n"
+        '[5:300] -A DOCKWALL-S1 -s 198.51.100.10/32 -m comment --comment "dockwall:admins" '
+        "-j RETURN\n"
+        '[1:60] -A DOCKWALL-S1 -s 198.51.100.11/32 -m comment --comment "dockwall:admins" '
+        "-j RETURN\n"
+        "[7:420] -A DOCKWALL-DEFAULT -j DROP\n"
+    )
+    hits = saved.hits(state)
+    assert hits["admins"].packets == 6 and hits["admins"].bytes == 360
+    assert hits["(default)"].packets == 7
