@@ -27,6 +27,7 @@ def compiled(name: str):  # type: ignore[no-untyped-def]
 def test_seed_allows() -> None:
     result = compiled("seed")
     admins, lan, web = result.ruleset.allows
+    assert lan.via == "eth1"
     assert admins.destinations is None and admins.via == "eth0"
     assert web.destinations == (net("192.0.2.2/32"), net("2001:db8:d0c::2/128"))
     assert result.ruleset.bridges == ("br-5e3f0c1a2b4d", "docker0")

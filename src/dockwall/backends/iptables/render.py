@@ -6,15 +6,19 @@ line by line, so an unchanged policy writes nothing.
 Layout (every chain is dockwall's own, named DOCKWALL*):
 
     DOCKER-USER (or FORWARD) -j DOCKWALL
-    DOCKWALL          replies and traffic from bridges RETURN; traffic to a bridge -g DOCKWALL-R1
-    DOCKWALL-R<n>     one per allow: wrong interface -g next; each (destination, port) that
-                      matches -g DOCKWALL-S<n> (or RETURN when any source is allowed); else next
-    DOCKWALL-S<n>     each allowed source RETURNs; else -g next
-    DOCKWALL-DEFAULT  DROP or REJECT
+    DOCKWALL          replies and traffic from bridges RETURN; traffic to a bridge
+                      -g DOCKWALL-IN; anything else falls off the end (not governed)
+    DOCKWALL-IN       allows for every container ("to: *") RETURN; then each container address
+                      -g the class chain of the allows that name it; else -g DOCKWALL-DEFAULT
+    DOCKWALL-C<n>     one per set of allows that share destinations: their matches RETURN;
+                      else -g DOCKWALL-DEFAULT
+    DOCKWALL-DEFAULT  DROP or REJECT (one place, so its counter is the default's)
 
-Only DOCKWALL is entered with -j; the rest with -g (goto), so a RETURN anywhere returns
-straight to the hook chain: the packet is handed back to Docker's rules, which still decide
-what is published. Falling through every allow ends in DOCKWALL-DEFAULT.
+Only DOCKWALL is entered with -j; the rest by -g (goto), so a RETURN anywhere returns to the
+hook chain: the packet is handed back to Docker's rules, which still decide what is published.
+The depth is fixed (nftables refuses chain paths deeper than about 15, gotos included), and
+the allows for one destination are all in one chain, so no allow has to "fall through" to the
+next one across chains.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dockwall.ruleset import Allow, Ruleset
 from dockwall.values import Family, IPNetwork, PortRange, Verdict, checked_ifname, checked_name
 
 ENTRY = "DOCKWALL"
+GOVERNED = "DOCKWALL-IN"
 DEFAULT = "DOCKWALL-DEFAULT"
 PREFIX = "DOCKWALL"
 
@@ -33,50 +38,54 @@ Chains = dict[str, list[str]]  # chain name -> rule specs, without the leading "
 
 def render(family: Family, ruleset: Ruleset) -> Chains:
     """All of dockwall's chains for one family; ruleset must already be narrowed to it."""
-    allows = ruleset.allows
-    chains: Chains = {ENTRY: list(_entry(ruleset, _rule_chain(1, allows)))}
-    for index, allow in enumerate(allows, start=1):
-        following = _rule_chain(index + 1, allows)
-        chains[f"{PREFIX}-R{index}"] = list(_allow(index, allow, following))
-        if allow.sources is not None:
-            chains[f"{PREFIX}-S{index}"] = list(_sources(allow, following))
+    classes = destination_classes(ruleset.allows)
+    chains: Chains = {ENTRY: list(_entry(ruleset)), GOVERNED: []}
+    governed = [line for a in ruleset.allows if a.destinations is None for line in _matches(a)]
+    for number, (destinations, members) in enumerate(classes, start=1):
+        governed += [f"-d {_net(d)} -g {PREFIX}-C{number}" for d in destinations]
+        chains[f"{PREFIX}-C{number}"] = [
+            *(line for a in members for line in _matches(a)),
+            f"-g {DEFAULT}",
+        ]
+    chains[GOVERNED] = [*governed, f"-g {DEFAULT}"]
     chains[DEFAULT] = [_default(family, ruleset.default)]
     return chains
 
 
-def _rule_chain(index: int, allows: tuple[Allow, ...]) -> str:
-    return f"{PREFIX}-R{index}" if index <= len(allows) else DEFAULT
+def destination_classes(
+    allows: tuple[Allow, ...],
+) -> list[tuple[list[IPNetwork], list[Allow]]]:
+    """Group container addresses by the exact list of allows that name them, in first-seen
+    order, so that containers with the same allows share one chain."""
+    covering: dict[IPNetwork, list[Allow]] = {}
+    for allow in allows:
+        for destination in allow.destinations or ():
+            covering.setdefault(destination, []).append(allow)
+    classes: dict[tuple[int, ...], tuple[list[IPNetwork], list[Allow]]] = {}
+    for destination, members in covering.items():
+        key = tuple(id(a) for a in members)
+        classes.setdefault(key, ([], members))[0].append(destination)
+    return list(classes.values())
 
 
-def _entry(ruleset: Ruleset, first: str) -> Iterator[str]:
+def _entry(ruleset: Ruleset) -> Iterator[str]:
     bridges = [checked_ifname(b) for b in ruleset.bridges]
     bridges += [checked_ifname(p) + "+" for p in ruleset.bridge_prefixes]
     yield "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"
     for bridge in bridges:
         yield f"-i {bridge} -j RETURN"
     for bridge in bridges:
-        yield f"-o {bridge} -g {first}"
+        yield f"-o {bridge} -g {GOVERNED}"
 
 
-def _allow(index: int, allow: Allow, following: str) -> Iterator[str]:
-    if allow.via is not None:
-        yield f"! -i {checked_ifname(allow.via)} -g {following}"
-    if allow.sources is None:
-        target = f'-m comment --comment "dockwall:{checked_name(allow.rule)}" -j RETURN'
-    else:
-        target = f"-g {PREFIX}-S{index}"
-    for destination in allow.destinations or (None,):
+def _matches(allow: Allow) -> Iterator[str]:
+    """One line per (source, port range) of an allow; destinations are matched by the caller."""
+    via = [] if allow.via is None else [f"-i {checked_ifname(allow.via)}"]
+    comment = f'-m comment --comment "dockwall:{checked_name(allow.rule)}" -j RETURN'
+    for source in allow.sources if allow.sources is not None else (None,):
         for ports in allow.ports or (None,):
-            yield " ".join([*_dest(destination), *_ports(ports), target])
-    if allow.destinations is not None or allow.ports is not None:
-        yield f"-g {following}"  # nothing above matched: on to the next allow
-
-
-def _sources(allow: Allow, following: str) -> Iterator[str]:
-    comment = f'-m comment --comment "dockwall:{checked_name(allow.rule)}"'
-    for source in allow.sources or ():
-        yield f"-s {_net(source)} {comment} -j RETURN"
-    yield f"-g {following}"
+            src = [] if source is None else [f"-s {_net(source)}"]
+            yield " ".join([*src, *via, *_ports(ports), comment])
 
 
 def _default(family: Family, verdict: Verdict) -> str:
@@ -84,10 +93,6 @@ def _default(family: Family, verdict: Verdict) -> str:
         return "-j DROP"
     icmp = "icmp-port-unreachable" if family is Family.V4 else "icmp6-port-unreachable"
     return f"-j REJECT --reject-with {icmp}"
-
-
-def _dest(destination: IPNetwork | None) -> list[str]:
-    return [] if destination is None else [f"-d {_net(destination)}"]
 
 
 def _ports(ports: PortRange | None) -> list[str]:
