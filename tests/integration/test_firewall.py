@@ -1,0 +1,188 @@
+"""The seed's scenario with real packets: what the policy allows connects, the rest does not.
+
+Each engine gets one sandbox (module-scoped fixture); every test leaves the host as it
+found it (dockwall removed, extra containers gone).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dockwall_sandbox import Scenario, SeededSandbox
+
+from tests.integration.firewall import Case, addr, cases, dockwall, mismatches, probe
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "policy.yaml"
+ADMINS = {
+    addr(a) for a in ("198.51.100.10", "198.51.100.11", "2001:db8:100::10", "2001:db8:100::11")
+}
+LAN = {addr(a) for a in ("203.0.113.5", "203.0.113.6", "2001:db8:200::5", "2001:db8:200::6")}
+WAN_STRANGERS = {addr("198.51.100.99"), addr("2001:db8:100::99")}
+
+
+def example_policy_allows(case: Case) -> bool:
+    """The example policy, written out by hand as the test's oracle."""
+    if case.source in ADMINS or case.source in LAN:
+        return True
+    return case.source in WAN_STRANGERS and case.container == "www-nginx" and case.port in (80, 443)
+
+
+def saved_rules(seeded: SeededSandbox) -> str:
+    """iptables-save and ip6tables-save of the Docker host, without counters or comments."""
+    dump = seeded.sandbox.firewall_dump()
+    lines = [re.sub(r"\[\d+:\d+\]", "", line) for line in dump.splitlines()]
+    return "\n".join(line for line in lines if not line.startswith("#"))
+
+
+@pytest.fixture(scope="module")
+def baseline(seeded_sandbox: SeededSandbox) -> dict[Case, bool]:
+    """What plain Docker lets through, before any dockwall rule."""
+    dockwall(seeded_sandbox.sandbox, "remove")
+    observed = probe(seeded_sandbox.sandbox, cases(seeded_sandbox.scenario))
+    published = [c for c in observed if c.path == "published"]
+    assert published and all(observed[c] for c in published), "harness: Docker not publishing"
+    return observed
+
+
+@pytest.fixture
+def host(
+    seeded_sandbox: SeededSandbox, baseline: dict[Case, bool], tmp_path: Path
+) -> Iterator[SeededSandbox]:
+    shutil.copy(EXAMPLE, tmp_path / "policy.yaml")
+    yield seeded_sandbox
+    dockwall(seeded_sandbox.sandbox, "remove")
+    for name in ("late", "late-web"):
+        seeded_sandbox.sandbox.docker("rm", "-f", name, check=False)
+
+
+def apply(seeded: SeededSandbox, policy: Path) -> str:
+    done = dockwall(seeded.sandbox, "apply", policy=policy)
+    assert done.returncode == 0, done.stderr + seeded.sandbox.firewall_dump()
+    return done.stdout
+
+
+def test_seed_policy_every_source_port_family_and_path(
+    host: SeededSandbox, baseline: dict[Case, bool], tmp_path: Path
+) -> None:
+    apply(host, tmp_path / "policy.yaml")
+    observed = probe(host.sandbox, list(baseline))
+    wrong = mismatches(observed, lambda c: baseline[c] and example_policy_allows(c))
+    assert not wrong, "\n".join(wrong) + "\n" + host.sandbox.firewall_dump()
+    # The matrix must exercise both verdicts in both families, or it proves little.
+    for version in (4, 6):
+        family = [c for c in observed if c.source.version == version]
+        assert any(observed[c] for c in family) and not all(observed[c] for c in family)
+
+
+def test_egress_and_container_to_container_still_work(host: SeededSandbox, tmp_path: Path) -> None:
+    apply(host, tmp_path / "policy.yaml")
+    box, www = host.sandbox, host.scenario["www-nginx"]
+    assert box.container_egress("admin-app", family=4)
+    assert box.container_egress("db", family=6)
+    assert box.container_to_container("admin-app", www, 80, family=4)
+    assert box.container_to_container("admin-app", www, 80, family=6)
+
+
+def test_apply_twice_changes_nothing_and_plan_agrees(host: SeededSandbox, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    apply(host, policy)
+    before = saved_rules(host)
+    assert "nothing to do" in apply(host, policy)
+    assert saved_rules(host) == before
+    plan = dockwall(host.sandbox, "plan", policy=policy)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+
+
+def test_plan_shows_pending_changes_and_touches_nothing(
+    host: SeededSandbox, tmp_path: Path
+) -> None:
+    before = saved_rules(host)
+    plan = dockwall(host.sandbox, "plan", "--json", policy=tmp_path / "policy.yaml")
+    assert plan.returncode == 2, plan.stderr
+    doc = json.loads(plan.stdout)
+    assert doc["pending"] and {f["family"] for f in doc["families"]} == {"ipv4", "ipv6"}
+    assert any("-A DOCKWALL-DEFAULT -j DROP" in line for line in doc["families"][0]["add"])
+    assert saved_rules(host) == before
+
+
+def test_container_started_after_apply_is_closed_except_to_star_rules(
+    host: SeededSandbox, baseline: dict[Case, bool], tmp_path: Path
+) -> None:
+    apply(host, tmp_path / "policy.yaml")
+    late = host.sandbox.start_container("late", [(9000, 80)])
+    observed = probe(host.sandbox, cases(Scenario({late.name: late})))
+    direct_open = any(ok for c, ok in baseline.items() if c.path == "direct")
+
+    def expected(case: Case) -> bool:
+        engine_lets_through = case.path == "published" or direct_open
+        return engine_lets_through and (case.source in ADMINS or case.source in LAN)
+
+    wrong = mismatches(observed, expected)
+    assert not wrong, "\n".join(wrong) + "\n" + host.sandbox.firewall_dump()
+    assert any(observed.values())
+
+
+def test_remove_gives_back_plain_docker(
+    host: SeededSandbox, baseline: dict[Case, bool], tmp_path: Path
+) -> None:
+    before = saved_rules(host)
+    apply(host, tmp_path / "policy.yaml")
+    assert "DOCKWALL" in saved_rules(host)
+    done = dockwall(host.sandbox, "remove")
+    assert done.returncode == 0 and "removed" in done.stdout
+    assert saved_rules(host) == before
+    observed = probe(host.sandbox, list(baseline))
+    assert observed == baseline
+
+
+def test_invalid_policy_is_refused_and_changes_nothing(host: SeededSandbox, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    apply(host, policy)
+    before = saved_rules(host)
+    policy.write_text(policy.read_text().replace("from: lan", "from: lna"))
+    done = dockwall(host.sandbox, "apply", policy=policy)
+    assert done.returncode == 1
+    assert "rule 'lan': from: unknown group 'lna'" in done.stderr
+    assert f"{policy}:13" in done.stderr
+    assert saved_rules(host) == before
+
+
+def test_failed_kernel_write_leaves_previous_rules(host: SeededSandbox, tmp_path: Path) -> None:
+    """A transaction the kernel refuses (here: a chain dockwall must delete is still used by a
+    rule someone else added) is refused whole: the previous rules stay."""
+    policy = tmp_path / "policy.yaml"
+    apply(host, policy)
+    host.sandbox.run_in_host(["iptables", "-A", "INPUT", "-j", "DOCKWALL-C1"])
+    try:
+        before = saved_rules(host)
+        policy.write_text("version: 1\nrules:\n  - {name: admins, from: 198.51.100.10}\n")
+        done = dockwall(host.sandbox, "apply", policy=policy)
+        assert done.returncode == 1 and "iptables-restore" in done.stderr
+        assert saved_rules(host) == before
+    finally:
+        host.sandbox.run_in_host(["iptables", "-D", "INPUT", "-j", "DOCKWALL-C1"])
+
+
+def test_status_shows_who_reaches_what(host: SeededSandbox, tmp_path: Path) -> None:
+    apply(host, tmp_path / "policy.yaml")
+    done = dockwall(host.sandbox, "status", "--json", policy=tmp_path / "policy.yaml")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["installed_matches_policy"] is True
+    ports = {(c["name"], p["host_port"]): p for c in doc["containers"] for p in c["ports"]}
+    assert ports[("www-nginx", 80)]["public"] is True
+    assert {r["name"] for r in ports[("www-nginx", 443)]["rules"]} == {
+        "admins",
+        "lan",
+        "public-web",
+    }
+    assert ports[("db", 5432)]["public"] is False
+    assert {r["name"] for r in ports[("db", 5432)]["rules"]} == {"admins", "lan"}
