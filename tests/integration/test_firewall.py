@@ -10,13 +10,15 @@ import json
 import re
 import shutil
 from collections.abc import Iterator
+from ipaddress import ip_address as addr
 from pathlib import Path
 
 import pytest
 
 from dockwall_sandbox import Scenario, SeededSandbox
-
-from tests.integration.firewall import Case, addr, cases, dockwall, mismatches, probe
+from dockwall_sandbox.dockwall_cli import dockwall
+from dockwall_sandbox.matrix import Case, cases, probe
+from tests.integration.firewall import mismatches
 
 pytestmark = pytest.mark.integration
 
