@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 
 import click
 
-from dockwall import app, report
+from dockwall import app, logfmt, report
+from dockwall.daemon import loop
 from dockwall.errors import DockerError, DockwallError, PolicyError
 from dockwall.exposure import exposure
 from dockwall.policy import load_policy
@@ -183,3 +184,49 @@ def remove() -> None:
     """
     change = app.remove(app.backend())
     click.echo("removed" if change.pending else "nothing to remove")
+
+
+@main.command()
+@_policy_option
+@_docker_option
+@click.option(
+    "--check-interval",
+    type=click.FloatRange(0.1, 60),
+    default=1.0,
+    show_default=True,
+    help="Seconds between checks that the installed rules are still intact.",
+)
+@click.option(
+    "--debounce",
+    type=click.FloatRange(0, 10),
+    default=0.0,
+    show_default=True,
+    help="Extra seconds to wait after an event before acting (0: act at once).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+@_errors_to_exit
+def run(
+    policy_path: Path,
+    docker_host: str | None,
+    check_interval: float,
+    debounce: float,
+    log_level: str,
+) -> None:
+    """Apply the policy, then keep the kernel true to it until stopped.
+
+    Follows Docker's events, repairs rules that someone else changed, reloads the policy on
+    SIGHUP (an invalid one is reported and the running rules stay), and leaves the rules in
+    place on SIGTERM: only `dockwall remove` takes them away.
+
+    \b
+    Example:
+      dockwall run -p /etc/dockwall/policy.yaml
+    """
+    logfmt.setup(log_level)
+    settings = loop.Settings(policy_path, docker_host, check_interval, debounce)
+    loop.start(settings, app.backend())

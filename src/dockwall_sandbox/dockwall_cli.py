@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .sandbox import Sandbox
@@ -21,6 +23,66 @@ def dockwall(
         argv += ["-p", str(policy)]
     if args and args[0] != "remove":
         argv += ["--docker-host", sandbox.docker_host]
+    return sandbox.run_in_host(argv, check=False, env=_env(), timeout=120)
+
+
+class RunningDaemon:
+    """`dockwall run` in the sandbox's host namespace, logging to a file; stopped by pid."""
+
+    def __init__(self, sandbox: Sandbox, policy: Path, log_path: Path, *extra: str) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "dockwall",
+            "run",
+            "-p",
+            str(policy),
+            "--docker-host",
+            sandbox.docker_host,
+            "--log-level",
+            "debug",
+            *extra,
+        ]
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", sandbox.host_ns, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 20.0, after: int = 0) -> bool:
+        """Wait until `text` appears in the log past character `after`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log()[after:]:
+                return True
+            if self.proc.poll() is not None:
+                return text in self.log()[after:]
+            time.sleep(0.05)
+        return False
+
+    def send(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+
+def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH")) if p)
-    return sandbox.run_in_host(argv, check=False, env=env, timeout=120)
+    return env

@@ -1,0 +1,1 @@
+"""`dockwall run`: keep the kernel true to the policy while the host changes."""

@@ -1,0 +1,179 @@
+"""The daemon's main loop: triggers in, snapshot + compile + apply-if-changed out.
+
+Fail closed throughout: the rules in the kernel are only ever replaced by a complete newer
+ruleset, never removed; when Docker can't be read the installed rules stay; when nothing is
+installed yet and Docker can't be read, the policy is applied to an empty host (only rules
+for every container let anything through).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from dockwall import snapshot
+from dockwall.backends.base import Backend, Change
+from dockwall.compiler import compile_policy
+from dockwall.daemon import describe, sdnotify
+from dockwall.daemon.events import EventFollower
+from dockwall.daemon.triggers import Kind, Trigger, Triggers, wait
+from dockwall.errors import DockerError, DockwallError, PolicyError
+from dockwall.hoststate import HostState
+from dockwall.logfmt import FIELDS
+from dockwall.policy import Policy, load_policy
+from dockwall.ruleset import Ruleset
+
+log = logging.getLogger("dockwall.run")
+EMPTY_HOST = HostState((), (), frozenset())
+SNAPSHOT_KINDS = {Kind.EVENT, Kind.DOCKER_UP, Kind.DOCKER_DOWN, Kind.RELOAD}
+
+
+@dataclass
+class Settings:
+    policy_path: Path
+    docker_host: str | None
+    check_interval: float = 1.0  # seconds between drift checks
+    debounce: float = 0.0  # extra wait after a trigger (0: none; for comparisons only)
+
+
+@dataclass
+class Daemon:
+    settings: Settings
+    kernel: Backend
+    policy: Policy
+    triggers: Triggers = field(default_factory=Triggers)
+    host: HostState | None = None
+    applied: Ruleset | None = None
+
+    def run(self) -> None:
+        follower = EventFollower(lambda: snapshot.connect(self.settings.docker_host), self.triggers)
+        self._signals()
+        follower.start()
+        self.reconcile([Trigger(Kind.DOCKER_UP, "dockwall started", time.time())])
+        sdnotify.notify("READY=1")
+        log.info("running", extra={FIELDS: {"policy": str(self.settings.policy_path)}})
+        try:
+            self._loop()
+        finally:
+            follower.stop()
+            sdnotify.notify("STOPPING=1")
+            log.info("stopped; the rules stay in place")
+
+    def _loop(self) -> None:
+        next_check = time.monotonic() + self.settings.check_interval
+        ping = sdnotify.watchdog_interval()
+        while True:
+            timeout = next_check - time.monotonic()
+            batch = wait(self.triggers, min(timeout, ping) if ping else timeout)
+            if batch and self.settings.debounce:
+                time.sleep(self.settings.debounce)
+                batch += wait(self.triggers, 0)
+            if any(t.kind is Kind.STOP for t in batch):
+                return
+            if any(t.kind is Kind.RELOAD for t in batch):
+                self.reload()
+            if any(t.kind in SNAPSHOT_KINDS for t in batch):
+                self.reconcile(batch)
+            elif time.monotonic() >= next_check:
+                self.check_drift()
+                next_check = time.monotonic() + self.settings.check_interval
+            if ping:
+                sdnotify.notify("WATCHDOG=1")
+
+    def _signals(self) -> None:
+        def reload(signum: int, frame: FrameType | None) -> None:
+            self.triggers.put(Trigger(Kind.RELOAD, "SIGHUP"))
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            self.triggers.put(Trigger(Kind.STOP, signal.Signals(signum).name))
+
+        signal.signal(signal.SIGHUP, reload)
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+    def reload(self) -> None:
+        try:
+            self.policy = load_policy(self.settings.policy_path)
+        except PolicyError as exc:
+            problems = "; ".join(str(p) for p in exc.problems)
+            log.error(
+                "new policy is invalid; the running rules stay",
+                extra={FIELDS: {"problems": problems}},
+            )
+            return
+        log.info("policy reloaded", extra={FIELDS: {"sha256": self.policy.digest[:12]}})
+
+    def reconcile(self, batch: list[Trigger]) -> None:
+        try:
+            host = snapshot.take(snapshot.connect(self.settings.docker_host))
+        except DockerError as exc:
+            self._docker_unreadable(exc)
+            return
+        compiled = compile_policy(self.policy, host)
+        why = describe.host_changes(self.host, host)
+        why += describe.rule_changes(self.applied, compiled.ruleset)
+        for warning in compiled.warnings:
+            if self.applied is None or compiled.ruleset != self.applied:
+                log.warning(warning)
+        self._enforce(compiled.ruleset, why)
+        self.host = host
+        self._latencies(batch)
+
+    def check_drift(self) -> None:
+        if self.applied is not None:
+            self._enforce(self.applied, ["drift: the installed rules were changed by someone"])
+
+    def _enforce(self, ruleset: Ruleset, why: list[str]) -> None:
+        """Make the kernel match ruleset; log what changed and why. Errors are logged and
+        retried at the next trigger or check; the kernel keeps what it had."""
+        try:
+            change = self.kernel.plan(ruleset)
+            if change.pending:
+                self.kernel.apply(change)
+                _log_change(change, why)
+            self.applied = ruleset
+        except DockwallError as exc:
+            log.error("could not apply; the previous rules stay", extra={FIELDS: {"error": exc}})
+
+    def _docker_unreadable(self, exc: DockerError) -> None:
+        """Keep what is installed (from before a restart of Docker or of dockwall); if nothing
+        is, install the policy for a host with no containers: closed, but `*` rules work."""
+        if self.applied is None and not self._installed():
+            log.warning(
+                "Docker unreadable and no rules installed: applying the policy to an "
+                "empty host (closed)",
+                extra={FIELDS: {"error": exc}},
+            )
+            self._enforce(compile_policy(self.policy, EMPTY_HOST).ruleset, ["no Docker yet"])
+        else:
+            log.debug("Docker unreadable; the installed rules stay", extra={FIELDS: {"error": exc}})
+
+    def _installed(self) -> bool:
+        try:
+            return self.kernel.plan_remove().pending
+        except DockwallError:
+            return False
+
+    def _latencies(self, batch: list[Trigger]) -> None:
+        now = time.time()
+        for trigger in batch:
+            if trigger.kind is Kind.EVENT and trigger.at:
+                age = (now - trigger.at) * 1000
+                log.debug("event handled", extra={FIELDS: {"what": trigger.what, "age_ms": age}})
+
+
+def _log_change(change: Change, why: list[str]) -> None:
+    added = sum(len(f.added) for f in change.families)
+    removed = sum(len(f.removed) for f in change.families)
+    hooks = [f"{f.family}: {f.hook}" for f in change.families if f.hook]
+    reason = "; ".join(why + hooks) or "kernel did not match"
+    log.info(reason, extra={FIELDS: {"added": added, "removed": removed}})
+
+
+def start(settings: Settings, kernel: Backend) -> None:
+    """Load the policy (an invalid one stops here, nothing touched) and run until stopped."""
+    Daemon(settings, kernel, load_policy(settings.policy_path)).run()

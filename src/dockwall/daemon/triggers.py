@@ -1,0 +1,71 @@
+"""Why the daemon should look at the host again. Produced by threads and signal handlers,
+consumed by the main loop through a SimpleQueue (whose put is safe in a signal handler)."""
+
+from __future__ import annotations
+
+import queue
+import time
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Kind(Enum):
+    EVENT = "event"  # a Docker event that can change addresses, names or networks
+    DOCKER_UP = "docker-up"  # the event stream is (re)connected: resnapshot, re-assert jumps
+    DOCKER_DOWN = "docker-down"  # the event stream ended
+    RELOAD = "reload"  # SIGHUP: read the policy file again
+    CHECK = "check"  # time for the drift check
+    STOP = "stop"  # SIGTERM/SIGINT
+
+
+@dataclass(frozen=True)
+class Trigger:
+    kind: Kind
+    what: str = ""  # for logs: "container www-nginx start"
+    at: float = 0.0  # wall-clock time the cause happened (Docker's event time), 0 if unknown
+
+
+Triggers = queue.SimpleQueue[Trigger]
+
+
+def wait(triggers: Triggers, timeout: float) -> list[Trigger]:
+    """Block until a trigger arrives or timeout passes, then take every one already queued:
+    a burst of events costs one snapshot, with no added delay."""
+    try:
+        batch = [triggers.get(timeout=max(timeout, 0.0))]
+    except queue.Empty:
+        return []
+    while True:
+        try:
+            batch.append(triggers.get_nowait())
+        except queue.Empty:
+            return batch
+
+
+def event_trigger(event: dict[str, object]) -> Trigger | None:
+    """A Trigger for a Docker event that matters, else None."""
+    kind, action = event.get("Type"), str(event.get("Action", ""))
+    if (kind, action.split(":", maxsplit=1)[0]) not in RELEVANT:
+        return None
+    actor = event.get("Actor") or {}
+    attrs = actor.get("Attributes", {}) if isinstance(actor, dict) else {}
+    name = attrs.get("name") or (actor.get("ID", "")[:12] if isinstance(actor, dict) else "")
+    nanos = event.get("timeNano")
+    at = int(nanos) / 1e9 if isinstance(nanos, int | str) else time.time()
+    return Trigger(Kind.EVENT, f"{kind} {name} {action}", at)
+
+
+RELEVANT = {
+    ("container", "start"),
+    ("container", "die"),
+    ("container", "destroy"),
+    ("container", "rename"),
+    ("network", "connect"),
+    ("network", "disconnect"),
+    ("network", "create"),
+    ("network", "destroy"),
+}
+EVENT_FILTERS = {
+    "type": ["container", "network"],
+    "event": sorted({action for _, action in RELEVANT}),
+}

@@ -1,0 +1,160 @@
+"""Starting and stopping one dockerd inside the sandbox's HOST namespace."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from ._proc import DOCKER_CLI, NSENTER, SandboxError, cmdline, pid_alive, run, stop_pid
+from .engines import Engine
+from .netns import NETNS_DIR
+from .state import StateDirs
+from .topology import DEFAULT_BRIDGE_BIP, DEFAULT_BRIDGE_V6
+
+STORAGE_DRIVER = "overlay2"
+
+
+def dockerd_argv(engine: Engine, dirs: StateDirs, host_ns: str) -> list[str]:
+    """The full command line: nsenter keeps the machine's /sys, so cgroups work."""
+    return [
+        NSENTER,
+        f"--net={NETNS_DIR / host_ns}",
+        "--",
+        str(engine.dockerd),
+        f"--config-file={dirs.run / 'daemon.json'}",
+        f"--data-root={dirs.data}",
+        f"--exec-root={dirs.exec_root}",
+        f"--pidfile={dirs.dockerd_pidfile}",
+        f"--host=unix://{dirs.socket}",
+        f"--storage-driver={STORAGE_DRIVER}",
+        "--iptables=true",
+        "--ipv6",
+        f"--fixed-cidr-v6={DEFAULT_BRIDGE_V6}",
+        f"--bip={DEFAULT_BRIDGE_BIP}",
+        "--shutdown-timeout=2",
+        *engine.extra_flags,
+    ]
+
+
+def docker_env(dirs: StateDirs) -> dict[str, str]:
+    """Environment for the docker CLI talking to this sandbox only."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DOCKER_")}
+    env["DOCKER_HOST"] = f"unix://{dirs.socket}"
+    env["DOCKER_CONFIG"] = str(dirs.run / "cli")
+    return env
+
+
+def start(engine: Engine, dirs: StateDirs, host_ns: str, timeout: float = 60.0) -> int:
+    """Start dockerd and wait until its API answers. Returns its pid."""
+    (dirs.run / "daemon.json").write_text("{}\n")
+    (dirs.run / "cli").mkdir(exist_ok=True)
+    env = {"PATH": engine.path_env(), "HOME": str(dirs.run)}
+    with dirs.log.open("ab") as log:
+        proc = subprocess.Popen(
+            dockerd_argv(engine, dirs, host_ns),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    _wait_ready(proc, dirs, timeout)
+    return proc.pid
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], dirs: StateDirs, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SandboxError(f"dockerd exited with {proc.returncode}:\n{log_tail(dirs)}")
+        if dirs.socket.exists():
+            ping = run(
+                [DOCKER_CLI, "version", "--format", "{{.Server.Version}}"],
+                env=docker_env(dirs),
+                check=False,
+                timeout=10,
+            )
+            if ping.returncode == 0:
+                return
+        time.sleep(0.1)
+    raise SandboxError(f"dockerd did not answer within {timeout}s:\n{log_tail(dirs)}")
+
+
+def log_tail(dirs: StateDirs, lines: int = 40) -> str:
+    try:
+        text = dirs.log.read_text(errors="replace")
+    except OSError:
+        return "(no dockerd log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def is_our_dockerd(pid: int, dirs: StateDirs) -> bool:
+    argv = cmdline(pid)
+    return (
+        bool(argv)
+        and argv[0].endswith("dockerd")
+        and any(str(dirs.exec_root) in arg for arg in argv)
+    )
+
+
+def stop(pid: int, dirs: StateDirs) -> None:
+    """Stop dockerd (by pid), then whatever of its containerd and shims is left."""
+    if pid_alive(pid) and is_our_dockerd(pid, dirs):
+        stop_pid(pid, grace=20.0)
+    stop_runtime_leftovers(dirs)
+
+
+def _pidfiles(root: Path, name: str) -> list[tuple[Path, int]]:
+    found: list[tuple[Path, int]] = []
+    if not root.is_dir():
+        return found
+    for path in root.rglob(name):
+        try:
+            found.append((path, int(path.read_text().strip())))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _in_container_cgroup(pid: int, container_id: str) -> bool:
+    try:
+        return container_id in Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return False
+
+
+def stop_runtime_leftovers(dirs: StateDirs) -> list[int]:
+    """Stop container inits, shims and containerd whose pid files are in ``dirs``.
+
+    Every pid is checked against /proc before it is signalled: a container
+    init must sit in its container's cgroup, a shim or containerd must name our
+    exec-root on its command line (or, for a shim, its container id).
+    """
+    stopped: list[int] = []
+    root = dirs.exec_root
+    for path, pid in _pidfiles(root, "init.pid"):
+        if pid_alive(pid) and _in_container_cgroup(pid, path.parent.name):
+            stop_pid(pid, grace=2.0)
+            stopped.append(pid)
+    for path, pid in _pidfiles(root, "shim.pid"):
+        argv = cmdline(pid)
+        if (
+            pid_alive(pid)
+            and any("containerd-shim" in a for a in argv[:1])
+            and (path.parent.name in argv or any(str(root) in a for a in argv))
+        ):
+            stop_pid(pid, grace=5.0)
+            stopped.append(pid)
+    for _path, pid in _pidfiles(root, "containerd.pid"):
+        argv = cmdline(pid)
+        if (
+            pid_alive(pid)
+            and argv
+            and argv[0].endswith("containerd")
+            and any(str(root) in a for a in argv)
+        ):
+            stop_pid(pid, grace=10.0)
+            stopped.append(pid)
+    return stopped

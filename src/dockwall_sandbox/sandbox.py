@@ -1,0 +1,390 @@
+"""The Sandbox: a real dockerd in a HOST namespace, with WAN and LAN hosts beside it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+from pathlib import Path
+from types import TracebackType
+
+from . import cleanup, daemon, netns
+from ._proc import DOCKER_CLI, SandboxError, pid_alive, run
+from .containers import ContainerInfo, PortMap, Scenario, from_inspect
+from .engines import ENGINES, Engine
+from .image import IMAGE, INDEX_HTML, rootfs_tar
+from .state import StateDirs
+from .topology import (
+    DBNET_V4,
+    DBNET_V6,
+    EGRESS_PORT,
+    EGRESS_SERVER4,
+    EGRESS_SERVER6,
+    Side,
+    side_of,
+)
+
+log = logging.getLogger(__name__)
+
+Address = str | IPv4Address | IPv6Address
+ProbeCase = tuple[Address | None, Address, int]
+"""(source address or None for the namespace's choice, destination, TCP port)."""
+
+PROBE_TIMEOUT = 1.5
+_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+
+
+def _url(address: IPv4Address | IPv6Address, port: int) -> str:
+    host = f"[{address}]" if address.version == 6 else str(address)
+    return f"http://{host}:{port}/"
+
+
+class Sandbox:
+    """A Docker engine in its own network namespace, reachable from WAN and LAN hosts.
+
+    Use as a context manager; the run id makes the names of two concurrent runs
+    differ. Nothing outside its namespaces and state folders is changed.
+    """
+
+    def __init__(self, engine: str | Engine = "28", run_id: str | None = None) -> None:
+        self.engine = ENGINES[engine] if isinstance(engine, str) else engine
+        self.run_id = run_id or secrets.token_hex(3)
+        self.dirs = StateDirs(self.run_id)
+        self.spaces = netns.Namespaces(self.run_id)
+        self.dockerd_pid: int | None = None
+        self._listen: dict[str, tuple[int, ...]] = {}
+        self._egress_started = False
+        self._started = False
+
+    # -- life cycle ---------------------------------------------------------
+
+    def __enter__(self) -> Sandbox:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Create namespaces, start dockerd, import the image. Cleans up on failure."""
+        missing = self.engine.missing()
+        if missing:
+            raise SandboxError(f"engine {self.engine.name} is not installed: missing {missing}")
+        self._started = True
+        try:
+            self.dirs.create()
+            netns.create(self.spaces)
+            self.dockerd_pid = daemon.start(self.engine, self.dirs, self.spaces.host)
+            self.docker("import", "-", IMAGE, input=rootfs_tar(), timeout=120)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop containers and dockerd, unmount, delete namespaces and folders."""
+        if not self._started:
+            return
+        self._started = False
+        if self.dockerd_pid is not None and pid_alive(self.dockerd_pid):
+            self._remove_containers()
+        cleanup.remove_run(self.dirs, self.spaces, self.dockerd_pid)
+        self.dockerd_pid = None
+
+    def _remove_containers(self) -> None:
+        listed = self.docker("ps", "-aq", check=False, timeout=20)
+        ids = listed.stdout.split()
+        if ids:
+            self.docker("rm", "-f", *ids, check=False, timeout=60)
+
+    # -- running things -----------------------------------------------------
+
+    @property
+    def docker_host(self) -> str:
+        """The ``DOCKER_HOST`` URL of this sandbox's engine."""
+        return f"unix://{self.dirs.socket}"
+
+    @property
+    def host_ns(self) -> str:
+        return self.spaces.host
+
+    def outside_ns(self, side: Side | str) -> str:
+        return self.spaces.outside(Side(side))
+
+    def docker(
+        self,
+        *args: str,
+        input: str | bytes | None = None,
+        timeout: float = 60.0,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the docker CLI (``/usr/bin/docker``) against this sandbox's engine."""
+        return run(
+            [DOCKER_CLI, *args],
+            input=input,
+            timeout=timeout,
+            check=check,
+            env=daemon.docker_env(self.dirs),
+        )
+
+    def run_in_host(
+        self,
+        argv: Sequence[str],
+        input: str | bytes | None = None,
+        timeout: float = 30.0,
+        check: bool = True,
+        env: Mapping[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` in the HOST namespace (``ip netns exec``: /sys is HOST's)."""
+        return run(
+            netns.exec_argv(self.host_ns, list(argv)),
+            input=input,
+            timeout=timeout,
+            check=check,
+            env=env,
+        )
+
+    def run_in_outside(
+        self,
+        side: Side | str,
+        argv: Sequence[str],
+        input: str | bytes | None = None,
+        timeout: float = 30.0,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` in the WAN or LAN namespace."""
+        return run(
+            netns.exec_argv(self.outside_ns(side), list(argv)),
+            input=input,
+            timeout=timeout,
+            check=check,
+        )
+
+    def engine_version(self) -> str:
+        return self.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
+
+    def firewall_dump(self) -> str:
+        """``iptables-save`` and ``ip6tables-save`` of HOST, for failure messages."""
+        v4 = self.run_in_host(["/usr/sbin/iptables-save"], check=False).stdout
+        v6 = self.run_in_host(["/usr/sbin/ip6tables-save"], check=False).stdout
+        return f"{v4}\n{v6}"
+
+    # -- containers ---------------------------------------------------------
+
+    def create_network(self, name: str, subnet4: IPv4Network, subnet6: IPv6Network) -> None:
+        """A user-defined IPv4+IPv6 bridge network (documentation ranges only)."""
+        self.docker(
+            "network", "create", "--ipv6", "--subnet", str(subnet4), "--subnet", str(subnet6), name
+        )
+
+    def start_container(
+        self,
+        name: str,
+        ports: Sequence[PortMap],
+        network: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        listen: Sequence[int] | None = None,
+    ) -> ContainerInfo:
+        """Run busybox httpd on ``listen`` (default: the container ports of ``ports``)."""
+        listen_ports = (
+            tuple(listen)
+            if listen is not None
+            else tuple(dict.fromkeys(container for _host, container in ports)) or (80,)
+        )
+        argv = ["run", "-d", "--name", name]
+        if network is not None:
+            argv += ["--network", network]
+        for key, value in (labels or {}).items():
+            argv += ["--label", f"{key}={value}"]
+        for host_port, container_port in ports:
+            argv += ["-p", f"{host_port}:{container_port}"]
+        argv += [IMAGE, "/bin/serve", *(str(port) for port in listen_ports)]
+        self.docker(*argv)
+        self._listen[name] = listen_ports
+        info = self.inspect(name)
+        self._wait_listening([info])
+        return info
+
+    def remove_container(self, name: str) -> None:
+        self.docker("rm", "-f", name)
+        self._listen.pop(name, None)
+
+    def inspect(self, name: str) -> ContainerInfo:
+        data = json.loads(self.docker("inspect", name).stdout)[0]
+        return from_inspect(data, self._listen.get(name, ()))
+
+    def _wait_listening(self, infos: Sequence[ContainerInfo], timeout: float = 15.0) -> None:
+        cases: list[ProbeCase] = [
+            (None, info.ipv4, port) for info in infos for port in info.listen_ports
+        ]
+        deadline = time.monotonic() + timeout
+        while True:
+            results = self._probe_ns(self.host_ns, cases, timeout=1.0)
+            if all(results):
+                return
+            if time.monotonic() > deadline:
+                failed = [case for case, ok in zip(cases, results, strict=True) if not ok]
+                raise SandboxError(f"containers not listening: {failed}")
+            time.sleep(0.1)
+
+    def start_seed_scenario(self) -> Scenario:
+        """www-nginx (80, 443) and admin-app (8080->80) on docker0; db (5432) on dbnet."""
+        self.create_network("dbnet", DBNET_V4, DBNET_V6)
+        www = self.start_container("www-nginx", [(80, 80), (443, 443)])
+        admin = self.start_container("admin-app", [(8080, 80)])
+        db = self.start_container("db", [(5432, 5432)], network="dbnet")
+        return Scenario({info.name: info for info in (www, admin, db)})
+
+    # -- probing ------------------------------------------------------------
+
+    def probe(
+        self, src_ns: Side | str, cases: Sequence[ProbeCase], timeout: float = PROBE_TIMEOUT
+    ) -> list[bool]:
+        """Try every case at once from the WAN or LAN namespace; True where HTTP answered."""
+        return self._probe_ns(self.outside_ns(src_ns), cases, timeout)
+
+    def probe_auto(self, cases: Sequence[ProbeCase], timeout: float = PROBE_TIMEOUT) -> list[bool]:
+        """Like :meth:`probe`, each case run from the namespace that owns its source."""
+        groups: dict[Side, list[int]] = {}
+        for index, (source, _dst, _port) in enumerate(cases):
+            if source is None:
+                raise ValueError("probe_auto needs a source address in every case")
+            groups.setdefault(side_of(source), []).append(index)
+        procs = {
+            side: self._spawn_probe(self.outside_ns(side), [cases[i] for i in indexes], timeout)
+            for side, indexes in groups.items()
+        }
+        results = [False] * len(cases)
+        for side, (proc, request) in procs.items():
+            for index, ok in zip(
+                groups[side], self._finish_probe(proc, request, timeout), strict=True
+            ):
+                results[index] = ok
+        return results
+
+    def _probe_ns(self, ns: str, cases: Sequence[ProbeCase], timeout: float) -> list[bool]:
+        if not cases:
+            return []
+        proc, request = self._spawn_probe(ns, cases, timeout)
+        return self._finish_probe(proc, request, timeout)
+
+    def _spawn_probe(
+        self, ns: str, cases: Sequence[ProbeCase], timeout: float
+    ) -> tuple[subprocess.Popen[bytes], bytes]:
+        request = json.dumps(
+            {
+                "timeout": timeout,
+                "cases": [
+                    [None if src is None else str(ip_address(src)), str(ip_address(dst)), int(port)]
+                    for src, dst, port in cases
+                ],
+            }
+        ).encode()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            part for part in (_PACKAGE_PARENT, env.get("PYTHONPATH", "")) if part
+        )
+        argv = netns.exec_argv(ns, [sys.executable, "-m", "dockwall_sandbox.probe"])
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
+        return proc, request
+
+    @staticmethod
+    def _finish_probe(proc: subprocess.Popen[bytes], request: bytes, timeout: float) -> list[bool]:
+        try:
+            out, err = proc.communicate(request, timeout=timeout * 4 + 10)
+        except subprocess.TimeoutExpired as exc:
+            proc.kill()
+            proc.communicate(timeout=5)
+            raise SandboxError("probe process hung") from exc
+        if proc.returncode != 0:
+            raise SandboxError(f"probe failed ({proc.returncode}): {err.decode(errors='replace')}")
+        results = json.loads(out)
+        return [bool(ok) for ok in results]
+
+    # -- traffic from containers -------------------------------------------
+
+    def _start_egress_server(self) -> None:
+        if self._egress_started:
+            return
+        www = self.dirs.run / "egress-www"
+        www.mkdir(exist_ok=True)
+        (www / "index.html").write_bytes(INDEX_HTML)
+        wan = self.outside_ns(Side.WAN)
+        for bind in (f"{EGRESS_SERVER4}:{EGRESS_PORT}", f"[{EGRESS_SERVER6}]:{EGRESS_PORT}"):
+            proc = subprocess.Popen(
+                netns.exec_argv(wan, ["/bin/busybox", "httpd", "-f", "-p", bind, "-h", str(www)]),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            self.dirs.record_helper(proc.pid)
+        self._egress_started = True
+        cases: list[ProbeCase] = [
+            (None, EGRESS_SERVER4, EGRESS_PORT),
+            (None, EGRESS_SERVER6, EGRESS_PORT),
+        ]
+        deadline = time.monotonic() + 10
+        while not all(self._probe_ns(wan, cases, timeout=1.0)):
+            if time.monotonic() > deadline:
+                raise SandboxError("egress web server in WAN did not come up")
+            time.sleep(0.1)
+
+    def container_fetch(
+        self, container: str, address: Address, port: int, timeout: int = 2
+    ) -> bool:
+        """True if ``container`` gets an HTTP reply from ``address:port`` (busybox wget).
+
+        busybox 1.35's ``wget -T`` crashes (SIGSEGV), so the busybox ``timeout``
+        applet bounds the fetch instead.
+        """
+        url = _url(ip_address(address), port)
+        done = self.docker(
+            "exec",
+            container,
+            "timeout",
+            str(timeout),
+            "wget",
+            "-q",
+            "-O-",
+            url,
+            check=False,
+            timeout=timeout + 20,
+        )
+        return done.returncode == 0
+
+    def container_egress(self, container: str, family: int = 4) -> bool:
+        """True if ``container`` reaches the web server on the WAN host 198.51.100.10."""
+        self._start_egress_server()
+        target = EGRESS_SERVER4 if family == 4 else EGRESS_SERVER6
+        return self.container_fetch(container, target, EGRESS_PORT)
+
+    def container_to_container(
+        self, src: str, dst: ContainerInfo, port: int = 80, family: int = 4
+    ) -> bool:
+        """True if ``src`` reaches container ``dst`` on ``port`` at its own address."""
+        target = dst.ipv4 if family == 4 else dst.ipv6
+        if target is None:
+            raise SandboxError(f"{dst.name} has no IPv6 address")
+        return self.container_fetch(src, target, port)
+
+
+@dataclass(frozen=True)
+class SeededSandbox:
+    """A running sandbox with the seed scenario started in it."""
+
+    engine: str
+    sandbox: Sandbox
+    scenario: Scenario
