@@ -30,7 +30,9 @@ def test_in_sync_means_no_transaction() -> None:
 
 
 def test_fresh_host_gets_chains_and_hook_in_docker_user() -> None:
-    state = saved_from(":DOCKER-USER - [0:0]\n-A DOCKER-USER -j RETURN\n")
+    state = saved_from(
+        ":DOCKER-USER - [0:0]\n-A FORWARD -j DOCKER-USER\n-A DOCKER-USER -j RETURN\n"
+    )
     change = transaction.to_apply(Family.V4, state, WANTED)
     lines = change.payload.splitlines()
     assert lines[0] == "*filter" and lines[-1] == "COMMIT"
@@ -42,6 +44,12 @@ def test_fresh_host_gets_chains_and_hook_in_docker_user() -> None:
 
 def test_without_docker_user_the_hook_is_the_top_of_forward() -> None:
     change = transaction.to_apply(Family.V6, saved_from(""), WANTED)
+    assert change.payload.splitlines()[-2] == "-I FORWARD 1 -j DOCKWALL"
+
+
+def test_a_docker_user_that_forward_never_jumps_to_is_not_the_hook() -> None:
+    state = saved_from(":DOCKER-USER - [0:0]\n")
+    change = transaction.to_apply(Family.V6, state, WANTED)
     assert change.payload.splitlines()[-2] == "-I FORWARD 1 -j DOCKWALL"
 
 

@@ -10,8 +10,10 @@ from dockwall.values import Family
 
 
 def hook_chain(saved: Saved) -> str:
-    """DOCKER-USER where Docker made it in this family, else the top of FORWARD."""
-    return "DOCKER-USER" if "DOCKER-USER" in saved.existing else "FORWARD"
+    """DOCKER-USER where FORWARD jumps to it (Docker made it in this family), else the top of
+    FORWARD (ip6tables on Docker 20.10 has no DOCKER-USER; nor has a host before Docker)."""
+    forward = saved.hooks.get("FORWARD", [])
+    return "DOCKER-USER" if "-j DOCKER-USER" in forward else "FORWARD"
 
 
 def to_apply(family: Family, saved: Saved, wanted: Chains) -> FamilyChange:

@@ -1,0 +1,88 @@
+"""The daemon's pure parts: which events matter, batching, change descriptions, log lines."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import queue
+
+from dockwall.daemon import describe
+from dockwall.daemon.triggers import Kind, Trigger, event_trigger, wait
+from dockwall.hoststate import Container, Endpoint, HostState
+from dockwall.logfmt import FIELDS, LogfmtFormatter
+from dockwall.ruleset import Allow, Ruleset
+from dockwall.values import Verdict
+
+
+def test_relevant_events_become_triggers_with_docker_time() -> None:
+    event = {
+        "Type": "container",
+        "Action": "start",
+        "Actor": {"ID": "abc", "Attributes": {"name": "web"}},
+        "timeNano": 1_700_000_000_123_000_000,
+    }
+    trigger = event_trigger(event)
+    assert trigger is not None
+    assert (trigger.kind, trigger.what) == (Kind.EVENT, "container web start")
+    assert abs(trigger.at - 1_700_000_000.123) < 1e-6
+
+
+def test_irrelevant_events_are_ignored() -> None:
+    for action in ("exec_start: sh", "health_status: healthy", "attach", "top"):
+        assert event_trigger({"Type": "container", "Action": action}) is None
+    assert event_trigger({"Type": "image", "Action": "pull"}) is None
+    assert event_trigger({"Type": "network", "Action": "connect"}) is not None
+
+
+def test_wait_takes_the_whole_burst_at_once() -> None:
+    triggers: queue.SimpleQueue[Trigger] = queue.SimpleQueue()
+    assert wait(triggers, 0.01) == []
+    for n in range(5):
+        triggers.put(Trigger(Kind.EVENT, str(n)))
+    assert [t.what for t in wait(triggers, 1.0)] == ["0", "1", "2", "3", "4"]
+    assert wait(triggers, 0) == []
+
+
+def host(*containers: Container) -> HostState:
+    return HostState(containers, (), frozenset())
+
+
+def web(cid: str, address: str) -> Container:
+    return Container(cid, "web", {}, (Endpoint("bridge", ipaddress.ip_address(address), None),))
+
+
+def test_host_changes_say_what_happened() -> None:
+    before = host(web("a", "192.0.2.2"))
+    assert describe.host_changes(None, before) == []
+    assert describe.host_changes(before, host(web("a", "192.0.2.5"))) == [
+        "container web restarted: 192.0.2.2 -> 192.0.2.5"
+    ]
+    assert describe.host_changes(before, host(web("b", "192.0.2.2"))) == [
+        "container web replaced: 192.0.2.2 -> 192.0.2.2"
+    ]
+    assert describe.host_changes(before, host()) == ["container web stopped: 192.0.2.2"]
+    assert describe.host_changes(host(), before) == ["container web started: 192.0.2.2"]
+
+
+def test_rule_changes_name_the_rule_and_addresses() -> None:
+    def ruleset(*destinations: str) -> Ruleset:
+        nets = tuple(ipaddress.ip_network(d) for d in destinations)
+        allow = Allow("public-web", 3, ("any",), "eth0", None, nets, None)
+        return Ruleset(("docker0",), ("br-",), (allow,), Verdict.DROP)
+
+    assert describe.rule_changes(None, ruleset()) == ["rules installed"]
+    assert describe.rule_changes(ruleset("192.0.2.2/32"), ruleset("192.0.2.5/32")) == [
+        "rule public-web updated (+192.0.2.5, -192.0.2.2)"
+    ]
+    assert describe.rule_changes(ruleset("192.0.2.2/32"), ruleset("192.0.2.2/32")) == []
+    empty = Ruleset(("docker0",), ("br-",), (), Verdict.DROP)
+    assert describe.rule_changes(ruleset(), empty) == ["rule public-web removed"]
+
+
+def test_log_lines_are_logfmt_and_quote_what_needs_it() -> None:
+    record = logging.LogRecord("dockwall", logging.INFO, "f", 1, "rule x updated", None, None)
+    setattr(record, FIELDS, {"added": 3, "why": 'a "b"\nc', "age_ms": 1.234})
+    line = LogfmtFormatter().format(record)
+    assert line.startswith("time=")
+    assert 'level=info msg="rule x updated" added=3 why="a \\"b\\"\\nc" age_ms=1.2' in line
+    assert "\n" not in line
