@@ -56,19 +56,33 @@ def percentiles(values: list[float]) -> str:
     def pick(q: float) -> float:
         return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
-    return (f"n={len(ordered):3d}  p50 {pick(0.5):7.1f}  p95 {pick(0.95):7.1f}  "
-            f"p99 {pick(0.99):7.1f}  max {ordered[-1]:7.1f}  ms")
+    return (
+        f"n={len(ordered):3d}  p50 {pick(0.5):7.1f}  p95 {pick(0.95):7.1f}  "
+        f"p99 {pick(0.99):7.1f}  max {ordered[-1]:7.1f}  ms"
+    )
 
 
 def start_and_stop(box: Sandbox, n: int) -> None:
     name = f"bench-{n}"
-    box.docker("run", "-d", "--name", name, "--label", "bench=yes", "-p", "9000:80",
-               IMAGE, "/bin/serve", "80")
+    box.docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--label",
+        "bench=yes",
+        "-p",
+        "9000:80",
+        IMAGE,
+        "/bin/serve",
+        "80",
+    )
     return None
 
 
-def daemon_mode(box: Sandbox, policy: Path, count: int, tmp: Path, *extra: str
-                ) -> tuple[list[float], list[float]]:
+def daemon_mode(
+    box: Sandbox, policy: Path, count: int, tmp: Path, *extra: str
+) -> tuple[list[float], list[float]]:
     log = tmp / f"daemon{'-'.join(extra)}.log"
     daemon = RunningDaemon(box, policy, log, *extra)
     try:
@@ -139,8 +153,10 @@ def idle_cost(box: Sandbox, policy: Path, seconds: float, tmp: Path) -> str:
         rss_mb = int(rss[1]) / 1024 if rss else float("nan")
     finally:
         daemon.stop()
-    return (f"idle over {wall:.0f} s (drift check every 1 s): CPU {used:.2f} s "
-            f"= {100 * used / wall:.2f}% of one core; RSS {rss_mb:.1f} MiB")
+    return (
+        f"idle over {wall:.0f} s (drift check every 1 s): CPU {used:.2f} s "
+        f"= {100 * used / wall:.2f}% of one core; RSS {rss_mb:.1f} MiB"
+    )
 
 
 def main() -> None:

@@ -36,10 +36,12 @@ def connect(docker_host: str | None) -> docker.DockerClient:
         raise DockerError(f"cannot reach Docker: {exc}") from None
 
 
-def take(client: docker.DockerClient) -> HostState:
-    """A consistent-enough snapshot: networks, running containers, engine version, links."""
+def take(client: docker.DockerClient, version: str | None = None) -> HostState:
+    """A consistent-enough snapshot: networks, running containers, engine version, links.
+    Pass the engine version if known, to save an API call."""
     try:
-        version = str(client.version().get("Version", "unknown"))
+        if version is None:
+            version = engine_version(client)
         networks = tuple(_network(raw) for raw in client.api.networks())
         containers = tuple(_container(raw) for raw in client.api.containers())
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
@@ -47,6 +49,10 @@ def take(client: docker.DockerClient) -> HostState:
     except (KeyError, ValueError, TypeError) as exc:
         raise DockerError(f"unexpected answer from Docker: {exc!r}") from None
     return HostState(containers, networks, host_interfaces(), version)
+
+
+def engine_version(client: docker.DockerClient) -> str:
+    return str(client.version().get("Version", "unknown"))
 
 
 def host_interfaces() -> frozenset[str]:

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
 
-from ._proc import DOCKER_CLI, NSENTER, SandboxError, cmdline, pid_alive, run, stop_pid
+from ._proc import (
+    DOCKER_CLI,
+    NSENTER,
+    SandboxError,
+    cmdline,
+    pid_alive,
+    run,
+    stop_pid,
+    wait_gone,
+)
 from .engines import Engine
 from .netns import NETNS_DIR
 from .state import StateDirs
@@ -69,17 +80,32 @@ def _wait_ready(proc: subprocess.Popen[bytes], dirs: StateDirs, timeout: float) 
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SandboxError(f"dockerd exited with {proc.returncode}:\n{log_tail(dirs)}")
-        if dirs.socket.exists():
-            ping = run(
-                [DOCKER_CLI, "version", "--format", "{{.Server.Version}}"],
-                env=docker_env(dirs),
-                check=False,
-                timeout=10,
-            )
-            if ping.returncode == 0:
-                return
+        if dirs.socket.exists() and _answers(dirs, min(10.0, deadline - time.monotonic())):
+            return
         time.sleep(0.1)
     raise SandboxError(f"dockerd did not answer within {timeout}s:\n{log_tail(dirs)}")
+
+
+def _answers(dirs: StateDirs, timeout: float) -> bool:
+    """True if the API answers. A socket left by a killed dockerd, or one whose daemon is
+    still restoring its containers, may accept and then not answer in time: not yet."""
+    try:
+        ping = run(
+            [DOCKER_CLI, "version", "--format", "{{.Server.Version}}"],
+            env=docker_env(dirs),
+            check=False,
+            timeout=max(timeout, 1.0),
+        )
+    except SandboxError:
+        return False
+    return ping.returncode == 0
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status of ``pid`` if it is our child (dockerd is), so that no
+    zombie keeps its pid "alive" for the next dockerd's pid-file check."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 def log_tail(dirs: StateDirs, lines: int = 40) -> str:
@@ -97,6 +123,54 @@ def is_our_dockerd(pid: int, dirs: StateDirs) -> bool:
         and argv[0].endswith("dockerd")
         and any(str(dirs.exec_root) in arg for arg in argv)
     )
+
+
+def terminate(pid: int, dirs: StateDirs, grace: float = 60.0) -> None:
+    """Stop dockerd cleanly (SIGTERM, wait): it stops its containers and its containerd.
+
+    Unlike :func:`stop`, nothing else is touched: what dockerd leaves running stays, as
+    on a host where the service is restarted.
+    """
+    if not is_our_dockerd(pid, dirs):
+        raise SandboxError(f"pid {pid} is not this sandbox's dockerd")
+    os.kill(pid, signal.SIGTERM)
+    if not wait_gone(pid, grace):
+        raise SandboxError(f"dockerd {pid} did not stop within {grace}s:\n{log_tail(dirs)}")
+    _reap(pid)
+
+
+def crash(pid: int, dirs: StateDirs) -> None:
+    """SIGKILL dockerd alone, as a crash would: containerd (if it outlives its parent),
+    the shims and the containers keep running, and the pid file and socket stay behind."""
+    if not is_our_dockerd(pid, dirs):
+        raise SandboxError(f"pid {pid} is not this sandbox's dockerd")
+    os.kill(pid, signal.SIGKILL)
+    if not wait_gone(pid, 10.0):
+        raise SandboxError(f"dockerd {pid} survived SIGKILL")
+    _reap(pid)
+    _settle_containerd(dirs)
+
+
+def _settle_containerd(dirs: StateDirs, grace: float = 2.0) -> None:
+    """Let the managed containerd of a killed dockerd finish dying, as init would.
+
+    Docker's containerd dies with its parent (parent-death signal) and is re-parented to
+    pid 1. A real init reaps it at once; where pid 1 does not reap (as in some VMs), the
+    zombie keeps its pid "alive" and the next dockerd waits ten seconds for a containerd
+    that will never answer. A containerd that is still running is left alone: the next
+    dockerd connects to it, as on a real host.
+    """
+    for path, pid in _pidfiles(dirs.exec_root, "containerd.pid"):
+        deadline = time.monotonic() + grace
+        while pid_alive(pid) and time.monotonic() < deadline:  # still dying
+            time.sleep(0.05)
+        if pid_alive(pid):
+            continue
+        deadline = time.monotonic() + grace
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:  # a zombie
+            time.sleep(0.05)
+        if Path(f"/proc/{pid}").exists():
+            path.unlink(missing_ok=True)  # dead, never reaped: its pid file is stale
 
 
 def stop(pid: int, dirs: StateDirs) -> None:

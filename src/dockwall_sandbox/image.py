@@ -13,8 +13,12 @@ IMAGE = "dwsb/busybox:latest"
 INDEX_HTML = b"<html><body>dockwall sandbox</body></html>\n"
 
 # Started as the container command: one busybox httpd per port given, in the
-# foreground for the last one so the container lives as long as they do.
+# foreground for the last one so the container lives as long as they do. GET /who
+# answers the container's hostname (Docker's default: the first 12 hex digits of its
+# id), so a probe can tell which container answered.
+WHO_PATH = "/who"
 SERVE_SCRIPT = b"""#!/bin/sh
+hostname > /www/who 2>/dev/null
 last=""
 for port in "$@"; do
     if [ -n "$last" ]; then httpd -p "$last" -h /www; fi

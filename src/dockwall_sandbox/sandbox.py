@@ -108,6 +108,26 @@ class Sandbox:
         if ids:
             self.docker("rm", "-f", *ids, check=False, timeout=60)
 
+    def restart_engine(self, crash: bool = False, timeout: float = 90.0) -> None:
+        """Stop dockerd and start it again with the same roots, socket and namespace.
+
+        ``crash=False``: SIGTERM, and wait while dockerd stops its containers, as
+        ``systemctl restart docker`` does. ``crash=True``: SIGKILL dockerd alone, so
+        containerd's shims and the containers are still running when it starts again
+        (it then stops them, having no live restore). Either way containers with a
+        restart policy come back; wait for them with :meth:`wait_running`. Returns when
+        the new dockerd answers its API.
+        """
+        pid = self.dockerd_pid
+        if pid is None or not pid_alive(pid):
+            raise SandboxError("dockerd is not running")
+        if crash:
+            daemon.crash(pid, self.dirs)
+        else:
+            daemon.terminate(pid, self.dirs)
+        self.dockerd_pid = None
+        self.dockerd_pid = daemon.start(self.engine, self.dirs, self.spaces.host, timeout)
+
     # -- running things -----------------------------------------------------
 
     @property
@@ -195,8 +215,18 @@ class Sandbox:
         network: str | None = None,
         labels: Mapping[str, str] | None = None,
         listen: Sequence[int] | None = None,
+        *,
+        restart: str | None = None,
+        ip: Address | None = None,
+        stop_timeout: int | None = None,
     ) -> ContainerInfo:
-        """Run busybox httpd on ``listen`` (default: the container ports of ``ports``)."""
+        """Run busybox httpd on ``listen`` (default: the container ports of ``ports``).
+
+        ``restart`` is Docker's ``--restart`` policy ("always", "unless-stopped", ...);
+        ``ip`` a fixed IPv4 or IPv6 address on ``network`` (user-defined networks only);
+        ``stop_timeout`` Docker's ``--stop-timeout`` in seconds (httpd as pid 1 ignores
+        SIGTERM, so every stop, also dockerd's own at shutdown, waits that long; default 10).
+        """
         listen_ports = (
             tuple(listen)
             if listen is not None
@@ -205,6 +235,15 @@ class Sandbox:
         argv = ["run", "-d", "--name", name]
         if network is not None:
             argv += ["--network", network]
+        if restart is not None:
+            argv += ["--restart", restart]
+        if stop_timeout is not None:
+            argv += ["--stop-timeout", str(stop_timeout)]
+        if ip is not None:
+            if network is None:
+                raise ValueError("a fixed address needs a user-defined network")
+            address = ip_address(ip)
+            argv += ["--ip" if address.version == 4 else "--ip6", str(address)]
         for key, value in (labels or {}).items():
             argv += ["--label", f"{key}={value}"]
         for host_port, container_port in ports:
@@ -215,6 +254,22 @@ class Sandbox:
         info = self.inspect(name)
         self._wait_listening([info])
         return info
+
+    def wait_running(self, names: Sequence[str], timeout: float = 60.0) -> list[ContainerInfo]:
+        """Wait until every container in ``names`` runs and listens; their fresh infos."""
+        deadline = time.monotonic() + timeout
+        while True:
+            listed = self.docker("ps", "--format", "{{.Names}}", check=False, timeout=20)
+            running = set(listed.stdout.split()) if listed.returncode == 0 else set()
+            if running.issuperset(names):
+                break
+            if time.monotonic() > deadline:
+                missing = sorted(set(names) - running)
+                raise SandboxError(f"containers not running after {timeout}s: {missing}")
+            time.sleep(0.1)
+        infos = [self.inspect(name) for name in names]
+        self._wait_listening(infos, timeout=max(deadline - time.monotonic(), 5.0))
+        return infos
 
     def remove_container(self, name: str) -> None:
         self.docker("rm", "-f", name)
@@ -238,12 +293,24 @@ class Sandbox:
                 raise SandboxError(f"containers not listening: {failed}")
             time.sleep(0.1)
 
-    def start_seed_scenario(self) -> Scenario:
-        """www-nginx (80, 443) and admin-app (8080->80) on docker0; db (5432) on dbnet."""
+    def start_seed_scenario(
+        self, restart: str | None = None, stop_timeout: int | None = None
+    ) -> Scenario:
+        """www-nginx (80, 443) and admin-app (8080->80) on docker0; db (5432) on dbnet.
+
+        ``restart`` and ``stop_timeout`` are passed to every container (see
+        :meth:`start_container`).
+        """
         self.create_network("dbnet", DBNET_V4, DBNET_V6)
-        www = self.start_container("www-nginx", [(80, 80), (443, 443)])
-        admin = self.start_container("admin-app", [(8080, 80)])
-        db = self.start_container("db", [(5432, 5432)], network="dbnet")
+        www = self.start_container(
+            "www-nginx", [(80, 80), (443, 443)], restart=restart, stop_timeout=stop_timeout
+        )
+        admin = self.start_container(
+            "admin-app", [(8080, 80)], restart=restart, stop_timeout=stop_timeout
+        )
+        db = self.start_container(
+            "db", [(5432, 5432)], network="dbnet", restart=restart, stop_timeout=stop_timeout
+        )
         return Scenario({info.name: info for info in (www, admin, db)})
 
     # -- probing ------------------------------------------------------------

@@ -168,6 +168,7 @@ def test_failed_kernel_write_leaves_previous_rules(host: SeededSandbox, tmp_path
         policy.write_text("version: 1\nrules:\n  - {name: admins, from: 198.51.100.10}\n")
         done = dockwall(host.sandbox, "apply", policy=policy)
         assert done.returncode == 1 and "iptables-restore" in done.stderr
+        assert "nothing was changed" in done.stderr
         assert saved_rules(host) == before
     finally:
         host.sandbox.run_in_host(["iptables", "-D", "INPUT", "-j", "DOCKWALL-C1"])

@@ -113,3 +113,32 @@ def test_hits_are_summed_per_rule_by_comment() -> None:
     hits = saved.hits(state)
     assert hits["admins"].packets == 6 and hits["admins"].bytes == 360
     assert hits["(default)"].packets == 7
+
+
+def test_only_changed_chains_are_rewritten() -> None:
+    state = saved_from(IN_SYNC.replace("-j DROP", "-j ACCEPT"))
+    lines = transaction.to_apply(Family.V4, state, WANTED).payload.splitlines()
+    assert ":DOCKWALL-DEFAULT - [0:0]" in lines
+    assert ":DOCKWALL - [0:0]" not in lines
+    assert not any(line.startswith("-A DOCKWALL ") for line in lines)
+
+
+def test_undo_puts_back_what_was_installed() -> None:
+    state = saved_from(IN_SYNC)
+    wanted = {"DOCKWALL": ["-j DOCKWALL-DEFAULT"], "DOCKWALL-DEFAULT": ["-j ACCEPT"]}
+    change = transaction.to_apply(Family.V4, state, wanted)
+    later = transaction.after(state, wanted)
+    assert later.chains == wanted and later.jump_positions("DOCKER-USER") == [0]
+    assert change.undo.splitlines() == [
+        "*filter",
+        ":DOCKWALL-DEFAULT - [0:0]",
+        "-A DOCKWALL-DEFAULT -j DROP",
+        "COMMIT",
+    ]
+
+
+def test_undo_of_a_first_install_removes_it() -> None:
+    state = saved_from(":DOCKER-USER - [0:0]\n-A FORWARD -j DOCKER-USER\n")
+    change = transaction.to_apply(Family.V4, state, WANTED)
+    assert change.undo.splitlines()[:2] == ["*filter", "-D DOCKER-USER -j DOCKWALL"]
+    assert "-X DOCKWALL" in change.undo.splitlines()

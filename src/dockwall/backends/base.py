@@ -18,6 +18,7 @@ class FamilyChange:
     added: tuple[str, ...] = ()  # rule lines that appear, for `plan`
     removed: tuple[str, ...] = ()  # rule lines that go
     hook: str = ""  # what the hook into Docker's rules does, e.g. "insert jump in DOCKER-USER"
+    undo: str = ""  # the transaction that puts back what was there, if another family fails
 
     @property
     def pending(self) -> bool:

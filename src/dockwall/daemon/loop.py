@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+import docker
+
 from dockwall import snapshot
 from dockwall.backends.base import Backend, Change
 from dockwall.compiler import compile_policy
@@ -48,6 +50,9 @@ class Daemon:
     triggers: Triggers = field(default_factory=Triggers)
     host: HostState | None = None
     applied: Ruleset | None = None
+    _client: docker.DockerClient | None = None
+    _version: str | None = None
+    _timings: dict[str, float] = field(default_factory=dict)
 
     def run(self) -> None:
         follower = EventFollower(lambda: snapshot.connect(self.settings.docker_host), self.triggers)
@@ -108,11 +113,13 @@ class Daemon:
         log.info("policy reloaded", extra={FIELDS: {"sha256": self.policy.digest[:12]}})
 
     def reconcile(self, batch: list[Trigger]) -> None:
+        began = time.monotonic()
         try:
-            host = snapshot.take(snapshot.connect(self.settings.docker_host))
+            host = self._snapshot(fresh=any(t.kind is not Kind.EVENT for t in batch))
         except DockerError as exc:
             self._docker_unreadable(exc)
             return
+        self._timings = {"snapshot_ms": (time.monotonic() - began) * 1000}
         compiled = compile_policy(self.policy, host)
         why = describe.host_changes(self.host, host)
         why += describe.rule_changes(self.applied, compiled.ruleset)
@@ -123,7 +130,20 @@ class Daemon:
         self.host = host
         self._latencies(batch)
 
+    def _snapshot(self, fresh: bool) -> HostState:
+        """Keep one client (and the engine version) while Docker answers; a new one after
+        Docker was away or on a reload."""
+        if fresh or self._client is None:
+            self._client = snapshot.connect(self.settings.docker_host)
+            self._version = snapshot.engine_version(self._client)
+        try:
+            return snapshot.take(self._client, self._version)
+        except DockerError:
+            self._client = None
+            raise
+
     def check_drift(self) -> None:
+        self._timings = {}
         if self.applied is not None:
             self._enforce(self.applied, ["drift: the installed rules were changed by someone"])
 
@@ -131,10 +151,14 @@ class Daemon:
         """Make the kernel match ruleset; log what changed and why. Errors are logged and
         retried at the next trigger or check; the kernel keeps what it had."""
         try:
+            began = time.monotonic()
             change = self.kernel.plan(ruleset)
+            planned = time.monotonic()
             if change.pending:
                 self.kernel.apply(change)
-                _log_change(change, why)
+                self._timings["plan_ms"] = (planned - began) * 1000
+                self._timings["apply_ms"] = (time.monotonic() - planned) * 1000
+                _log_change(change, why, self._timings)
             self.applied = ruleset
         except DockwallError as exc:
             log.error("could not apply; the previous rules stay", extra={FIELDS: {"error": exc}})
@@ -166,12 +190,12 @@ class Daemon:
                 log.debug("event handled", extra={FIELDS: {"what": trigger.what, "age_ms": age}})
 
 
-def _log_change(change: Change, why: list[str]) -> None:
+def _log_change(change: Change, why: list[str], timings: dict[str, float]) -> None:
     added = sum(len(f.added) for f in change.families)
     removed = sum(len(f.removed) for f in change.families)
     hooks = [f"{f.family}: {f.hook}" for f in change.families if f.hook]
     reason = "; ".join(why + hooks) or "kernel did not match"
-    log.info(reason, extra={FIELDS: {"added": added, "removed": removed}})
+    log.info(reason, extra={FIELDS: {"added": added, "removed": removed, **timings}})
 
 
 def start(settings: Settings, kernel: Backend) -> None:

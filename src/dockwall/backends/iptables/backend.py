@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from dockwall import proc
 from dockwall.backends.base import Change, FamilyChange, Hits
 from dockwall.backends.iptables import render, saved, transaction
+from dockwall.errors import BackendError
 from dockwall.ruleset import Ruleset
 from dockwall.values import Family
 
@@ -49,12 +50,26 @@ class IptablesBackend:
         return Change(tuple(transaction.to_remove(f, self.read(f)) for f in self.families))
 
     def apply(self, change: Change) -> None:
-        for family_change in change.families:
-            if family_change.pending:
-                restore = TOOLS[family_change.family].restore
-                proc.run(
-                    [restore, "-w", WAIT, "--noflush"], stdin=family_change.payload, timeout=TIMEOUT
-                )
+        """One restore per family that has something to do, side by side. If one family's
+        transaction is refused, the others are put back: all families change, or none."""
+        pending = [f for f in change.families if f.pending]
+        errors = proc.run_all([(self._restore(f.family), f.payload) for f in pending], TIMEOUT)
+        if not any(errors):
+            return
+        undo = [
+            (self._restore(f.family), f.undo)
+            for f, e in zip(pending, errors, strict=True)
+            if not e and f.undo
+        ]
+        undo_errors = [e for e in proc.run_all(undo, TIMEOUT) if e]
+        message = "; ".join(e for e in errors if e)
+        if undo_errors:
+            message += "; and putting back the other family failed: " + "; ".join(undo_errors)
+        raise BackendError(message + ("" if undo_errors else "; nothing was changed"))
+
+    @staticmethod
+    def _restore(family: Family) -> list[str]:
+        return [TOOLS[family].restore, "-w", WAIT, "--noflush"]
 
     def hits(self) -> dict[str, Hits]:
         totals: dict[str, Hits] = {}

@@ -16,14 +16,15 @@ def hook_chain(saved: Saved) -> str:
     return "DOCKER-USER" if "-j DOCKER-USER" in forward else "FORWARD"
 
 
-def to_apply(family: Family, saved: Saved, wanted: Chains) -> FamilyChange:
+def to_apply(family: Family, saved: Saved, wanted: Chains, undoable: bool = True) -> FamilyChange:
     hook = hook_chain(saved)
     hook_ok = _hook_ok(saved, hook)
     if saved.chains == wanted and hook_ok:
         return FamilyChange(family, "")
     stale = [c for c in saved.chains if c not in wanted]
-    lines = [f":{chain} - [0:0]" for chain in [*wanted, *stale]]
-    lines += [f"-A {chain} {spec}" for chain, specs in wanted.items() for spec in specs]
+    changed = {c: specs for c, specs in wanted.items() if saved.chains.get(c) != specs}
+    lines = [f":{chain} - [0:0]" for chain in [*changed, *stale]]  # creates or flushes
+    lines += [f"-A {chain} {spec}" for chain, specs in changed.items() for spec in specs]
     lines += [f"-X {chain}" for chain in stale]
     note = ""
     if not hook_ok:
@@ -31,7 +32,25 @@ def to_apply(family: Family, saved: Saved, wanted: Chains) -> FamilyChange:
         lines.append(f"-I {hook} 1 {JUMP}")
         note = f"jump to {ENTRY} at the top of {hook}"
     added, removed = _diff(saved.chains, wanted)
-    return FamilyChange(family, _transaction(lines), added, removed, note)
+    undo = _undo(family, saved, wanted) if undoable else ""
+    return FamilyChange(family, _transaction(lines), added, removed, note, undo)
+
+
+def after(saved: Saved, wanted: Chains) -> Saved:
+    """What the kernel holds once to_apply's transaction has run."""
+    hook = hook_chain(saved)
+    hooks = {chain: [r for r in rules if r != JUMP] for chain, rules in saved.hooks.items()}
+    hooks[hook] = [JUMP, *hooks.get(hook, [])]
+    existing = (saved.existing - set(saved.chains)) | set(wanted)
+    return Saved({c: list(s) for c, s in wanted.items()}, {}, hooks, existing)
+
+
+def _undo(family: Family, saved: Saved, wanted: Chains) -> str:
+    """The transaction that puts back what saved shows, once to_apply's has run."""
+    later = after(saved, wanted)
+    if not saved.chains:
+        return to_remove(family, later).payload
+    return to_apply(family, later, saved.chains, undoable=False).payload
 
 
 def to_remove(family: Family, saved: Saved) -> FamilyChange:
