@@ -12,6 +12,7 @@ from dockwall.ruleset import Allow, Ruleset
 from dockwall.values import IPNetwork
 
 DEFAULT_BRIDGE_PREFIXES = ("br-",)  # Docker's names for user-defined bridges made later
+DEFAULT_BRIDGES = ("docker0",)  # governed even before Docker is seen (fail closed)
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
 
@@ -30,7 +31,9 @@ def compile_policy(policy: Policy, host: HostState) -> Compiled:
         allows.append(_allow(rule, host, bridged, warnings))
         if rule.via is not None and rule.via not in host.interfaces:
             warnings.append(f"rule {rule.name!r}: via {rule.via!r} names no interface on this host")
-    bridges = tuple(sorted({n.bridge for n in host.bridge_networks if n.bridge}))
+    bridges = tuple(
+        sorted({n.bridge for n in host.bridge_networks if n.bridge} | set(DEFAULT_BRIDGES))
+    )
     ruleset = Ruleset(bridges, DEFAULT_BRIDGE_PREFIXES, tuple(allows), policy.default)
     return Compiled(ruleset, tuple(warnings))
 

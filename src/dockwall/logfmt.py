@@ -38,3 +38,5 @@ def setup(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for chatty in ("docker", "urllib3"):  # their debug lines are about HTTP, not dockwall
+        logging.getLogger(chatty).setLevel(max(logging.INFO, root.level))

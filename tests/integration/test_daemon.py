@@ -169,3 +169,25 @@ def test_sigterm_and_kill_leave_the_rules_and_restart_reconciles(
             third.stop()
     finally:
         again.stop()
+
+
+def test_docker_unreachable_at_start_closes_and_keeps_running(
+    seeded_sandbox: SeededSandbox, policy: Path, tmp_path: Path
+) -> None:
+    """No Docker to ask and nothing installed: the policy goes in for a host with no
+    containers (only `to: *` rules let anything through), and dockwall keeps trying."""
+    box = seeded_sandbox.sandbox
+    dockwall(box, "remove")
+    daemon = RunningDaemon(
+        box, policy, tmp_path / "nodocker.log", "--docker-host", f"unix://{tmp_path}/no-docker.sock"
+    )
+    try:
+        assert daemon.wait_for("msg=running"), daemon.log()
+        assert eventually(lambda: not reaches(seeded_sandbox, STRANGER, 80)) is not None, daemon.log()
+        assert reaches(seeded_sandbox, ADMIN, 8080)
+        time.sleep(3)
+        assert daemon.proc.poll() is None
+        assert daemon.log().count("Docker unreachable, retrying") == 1, daemon.log()
+    finally:
+        daemon.stop()
+        dockwall(box, "remove")

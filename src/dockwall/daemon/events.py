@@ -12,6 +12,7 @@ import docker.errors
 import requests.exceptions
 
 from dockwall.daemon.triggers import EVENT_FILTERS, Kind, Trigger, Triggers, event_trigger
+from dockwall.errors import DockwallError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class EventFollower(threading.Thread):
                 self._follow()
                 backoff = FIRST_BACKOFF
             except (
+                DockwallError,
                 docker.errors.DockerException,
                 requests.exceptions.RequestException,
                 OSError,
