@@ -108,14 +108,21 @@ def run(argv: list[str], stdin: str | None = None) -> None:
 
 
 def counting_runs() -> Counter[str]:
+    """Count the processes dockwall starts, by program name."""
     calls: Counter[str] = Counter()
-    original = proc.run
+    run_one, run_all = proc.run, proc.run_all
 
     def counted(argv, stdin=None, timeout=proc.DEFAULT_TIMEOUT):  # type: ignore[no-untyped-def]
         calls[Path(argv[0]).name] += 1
-        return original(argv, stdin, timeout)
+        return run_one(argv, stdin, timeout)
+
+    def counted_all(jobs, timeout=proc.DEFAULT_TIMEOUT):  # type: ignore[no-untyped-def]
+        for argv, _ in jobs:
+            calls[Path(argv[0]).name] += 1
+        return run_all(jobs, timeout)
 
     proc.run = counted  # type: ignore[assignment]
+    proc.run_all = counted_all  # type: ignore[assignment]
     return calls
 
 
