@@ -9,13 +9,14 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockwall import snapshot
+from dockwall import explain, routes, snapshot
 from dockwall.backends.base import Backend, Change
 from dockwall.backends.iptables.backend import IptablesBackend
 from dockwall.compiler import Compiled, compile_policy
 from dockwall.errors import BackendError
 from dockwall.hoststate import HostState
 from dockwall.policy import Policy, load_policy
+from dockwall.values import Family, IPAddress, Proto
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,33 @@ def apply(ctx: Context, kernel: Backend) -> Change:
         if kernel.plan(ctx.compiled.ruleset).pending:
             raise BackendError("the installed rules differ from the applied ones after apply")
     return change
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    verdicts: list[explain.Verdict]
+    in_sync: bool  # the installed rules are what the current policy and host compile to
+    via: str
+
+
+def check(ctx: Context, kernel: Backend, request: CheckRequest) -> CheckResult:
+    """Explain what the installed rules do with connections from source to dest."""
+    family = Family.of(request.source)
+    via = request.via or routes.interface_towards(request.source)
+    found = explain.targets(ctx.host, request.dest, family, request.port, request.proto)
+    packets = explain.packets(found, request.source, via)
+    decisions, in_sync = kernel.decide(ctx.compiled.ruleset, packets)
+    verdicts = explain.verdicts(found, decisions, ctx.policy, ctx.host.docker_version)
+    return CheckResult(verdicts, in_sync, via)
+
+
+@dataclass(frozen=True)
+class CheckRequest:
+    source: IPAddress
+    dest: str
+    port: int | None
+    proto: Proto
+    via: str | None
 
 
 def remove(kernel: Backend) -> Change:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,9 +13,10 @@ import click
 
 from dockwall import app, logfmt, report
 from dockwall.daemon import loop
-from dockwall.errors import DockerError, DockwallError, PolicyError
+from dockwall.errors import DockerError, DockwallError, PolicyError, UnsafeValueError
 from dockwall.exposure import exposure
 from dockwall.policy import load_policy
+from dockwall.values import PortRange, Proto, checked_ifname
 
 DEFAULT_POLICY = Path("/etc/dockwall/policy.yaml")
 EXIT_OK = 0
@@ -171,6 +173,64 @@ def status(policy_path: Path, docker_host: str | None, as_json: bool) -> None:
     )
     click.echo(report.table_text(report.status_rows(rows, hits)))
     click.echo(report.default_line(hits))
+
+
+@main.command()
+@click.argument("source")
+@click.argument("dest")
+@click.option(
+    "--port",
+    default=None,
+    help="Port dialed, as 443 or 443/tcp (default: every published port of DEST).",
+)
+@click.option(
+    "--via",
+    default=None,
+    help="Interface the traffic arrives on (default: the one the host routes SOURCE by).",
+)
+@_policy_option
+@_docker_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_errors_to_exit
+def check(
+    *,
+    source: str,
+    dest: str,
+    port: str | None,
+    via: str | None,
+    policy_path: Path,
+    docker_host: str | None,
+    as_json: bool,
+) -> None:
+    """Explain what happens to connections from SOURCE to DEST.
+
+    SOURCE is an address. DEST is a container name, a container address, or a host address
+    (then --port is the published port). The answer comes from the rules installed in the
+    kernel, compared with what the current policy compiles to.
+
+    \b
+    Examples:
+      dockwall check 198.51.100.99 www-nginx
+      dockwall check 203.0.113.5 198.51.100.1 --port 443/tcp --via eth0
+    """
+    request = _check_request(source, dest, port, via)
+    ctx = app.prepare(policy_path, docker_host)
+    result = app.check(ctx, app.backend(), request)
+    text = report.check_json if as_json else report.check_text
+    click.echo(text(result, source, dest))
+
+
+def _check_request(source: str, dest: str, port: str | None, via: str | None) -> app.CheckRequest:
+    try:
+        address = ipaddress.ip_address(source)
+        ports = PortRange.parse(port) if port else None
+        interface = checked_ifname(via) if via else None
+    except (ValueError, UnsafeValueError) as exc:
+        raise click.BadParameter(str(exc)) from None
+    if ports is not None and ports.first != ports.last:
+        raise click.BadParameter("--port takes one port, not a range")
+    proto = ports.proto if ports else Proto.TCP
+    return app.CheckRequest(address, dest, ports.first if ports else None, proto, interface)
 
 
 @main.command()

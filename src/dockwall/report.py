@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from dockwall.app import CheckResult
 from dockwall.backends.base import DEFAULT_HITS, Change, Hits
+from dockwall.explain import Verdict
 from dockwall.exposure import ContainerExposure, PortExposure
+from dockwall.packets import Outcome
 from dockwall.ruleset import Allow
 
 
@@ -129,3 +132,60 @@ def status_json(
 def printable(text: str) -> str:
     """Names come from whoever runs containers: never let them put control codes on a tty."""
     return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def check_text(result: CheckResult, source: str, dest: str) -> str:
+    sync = (
+        "the installed rules match the policy"
+        if result.in_sync
+        else "the installed rules DIFFER from the current policy (drift, or a policy edited "
+        "but not applied): answered from the installed rules"
+    )
+    out = [f"{source} -> {dest}, arriving on {result.via} ({sync})"]
+    for v in result.verdicts:
+        t = v.target
+        how = "published" if t.published else "routed straight to the container"
+        line = (
+            f"  {t.dialed_port}/{t.proto} -> {printable(t.container.name)} "
+            f"{t.address}:{t.container_port} ({how}): {_decision_text(v)}"
+        )
+        out.append(line)
+    return "\n".join(out)
+
+
+def _decision_text(v: Verdict) -> str:
+    d = v.decision
+    if d.outcome is Outcome.ALLOWED:
+        where = f" ({v.policy_line})" if v.policy_line else ""
+        return f"allowed by rule {d.policy_rule}{where}; {v.docker_next}"
+    if d.outcome in (Outcome.DROPPED, Outcome.REJECTED):
+        return f"{d.outcome.value} by the default: no rule allows it"
+    if d.outcome is Outcome.NOT_INSTALLED:
+        return "dockwall is not installed (or not hooked in): Docker's own rules decide"
+    return "not governed by dockwall (not from outside to a container)"
+
+
+def check_json(result: CheckResult, source: str, dest: str) -> str:
+    doc = {
+        "source": source,
+        "dest": dest,
+        "via": result.via,
+        "installed_matches_policy": result.in_sync,
+        "verdicts": [
+            {
+                "container": v.target.container.name,
+                "address": str(v.target.address),
+                "proto": v.target.proto.value,
+                "dialed_port": v.target.dialed_port,
+                "container_port": v.target.container_port,
+                "published": v.target.published,
+                "verdict": v.decision.outcome.value,
+                "rule": v.decision.policy_rule,
+                "policy_line": v.policy_line,
+                "kernel_rule": v.decision.rule,
+                "docker_next": v.docker_next,
+            }
+            for v in result.verdicts
+        ],
+    }
+    return json.dumps(doc, indent=2)

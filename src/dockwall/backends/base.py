@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from dockwall.packets import Decision, Packet
 from dockwall.ruleset import Ruleset
 from dockwall.values import Family
 
@@ -56,6 +57,11 @@ class Backend(Protocol):
 
     def plan_remove(self) -> Change:
         """Read the kernel and work out what removes everything dockwall installed."""
+        ...
+
+    def decide(self, ruleset: Ruleset, packets: list[Packet]) -> tuple[list[Decision], bool]:
+        """Follow packets through the installed rules; also say whether those rules match
+        ruleset (if not: drift, or a policy changed but not applied)."""
         ...
 
     def apply(self, change: Change) -> None:

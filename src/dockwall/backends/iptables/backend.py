@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from dockwall import proc
 from dockwall.backends.base import Change, FamilyChange, Hits
-from dockwall.backends.iptables import render, saved, transaction
+from dockwall.backends.iptables import evaluate, render, saved, transaction
 from dockwall.errors import BackendError
+from dockwall.packets import Decision, Outcome, Packet
 from dockwall.ruleset import Ruleset
 from dockwall.values import Family
 
@@ -45,6 +46,15 @@ class IptablesBackend:
     def _plan_family(self, family: Family, ruleset: Ruleset) -> FamilyChange:
         wanted = render.render(family, ruleset.in_family(family))
         return transaction.to_apply(family, self.read(family), wanted)
+
+    def decide(self, ruleset: Ruleset, packets: list[Packet]) -> tuple[list[Decision], bool]:
+        families = {Family.of(p.source) for p in packets}
+        installed = {f: self.read(f).chains for f in families}
+        in_sync = all(installed[f] == render.render(f, ruleset.in_family(f)) for f in families)
+        if not all(installed.values()):
+            return [Decision(Outcome.NOT_INSTALLED, "", "", None) for _ in packets], in_sync
+        decided = [evaluate.evaluate(installed[Family.of(p.source)], p) for p in packets]
+        return decided, in_sync
 
     def plan_remove(self) -> Change:
         return Change(tuple(transaction.to_remove(f, self.read(f)) for f in self.families))

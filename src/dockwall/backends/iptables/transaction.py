@@ -18,8 +18,8 @@ def hook_chain(saved: Saved) -> str:
 
 def to_apply(family: Family, saved: Saved, wanted: Chains, undoable: bool = True) -> FamilyChange:
     hook = hook_chain(saved)
-    hook_ok = _hook_ok(saved, hook)
-    if saved.chains == wanted and hook_ok:
+    in_place = hook_ok(saved, hook)
+    if saved.chains == wanted and in_place:
         return FamilyChange(family, "")
     stale = [c for c in saved.chains if c not in wanted]
     changed = {c: specs for c, specs in wanted.items() if saved.chains.get(c) != specs}
@@ -27,7 +27,7 @@ def to_apply(family: Family, saved: Saved, wanted: Chains, undoable: bool = True
     lines += [f"-A {chain} {spec}" for chain, specs in changed.items() for spec in specs]
     lines += [f"-X {chain}" for chain in stale]
     note = ""
-    if not hook_ok:
+    if not in_place:
         lines += _unhook(saved)
         lines.append(f"-I {hook} 1 {JUMP}")
         note = f"jump to {ENTRY} at the top of {hook}"
@@ -63,7 +63,7 @@ def to_remove(family: Family, saved: Saved) -> FamilyChange:
     return FamilyChange(family, _transaction(lines), (), removed, f"remove jumps to {ENTRY}")
 
 
-def _hook_ok(saved: Saved, hook: str) -> bool:
+def hook_ok(saved: Saved, hook: str) -> bool:
     others = [c for c in HOOK_CHAINS if c != hook]
     return saved.jump_positions(hook) == [0] and not any(saved.jump_positions(c) for c in others)
 

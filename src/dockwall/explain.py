@@ -1,0 +1,174 @@
+"""Why a connection is allowed or not: destinations resolved against the host, packets
+followed through the installed chains, and what Docker does next. Pure."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from dockwall.errors import DockwallError
+from dockwall.hoststate import Container, HostState, PublishedPort
+from dockwall.packets import Decision, Outcome, Packet
+from dockwall.policy import Policy
+from dockwall.values import Family, IPAddress, Proto
+
+DIRECT_DROPPED_FROM = 28  # Docker 28 drops traffic routed straight at container addresses
+
+
+@dataclass(frozen=True)
+class Target:
+    """One way a connection can reach a container."""
+
+    container: Container
+    address: IPAddress  # the container's address (after DNAT)
+    bridge: str
+    proto: Proto
+    dialed_port: int
+    container_port: int
+    published: bool  # dialed at a host address (DNAT) rather than at the container's own
+
+
+@dataclass(frozen=True)
+class Verdict:
+    target: Target
+    decision: Decision
+    policy_line: str | None  # "policy.yaml:15" for the deciding policy rule
+    docker_next: str  # what Docker does with it after dockwall, for allowed traffic
+
+
+def targets(
+    host: HostState, dest: str, family: Family, port: int | None, proto: Proto
+) -> list[Target]:
+    """The ways DEST (a container name or address, or a host address) can be reached."""
+    address = _address(dest)
+    if address is None:
+        found = [c for c in host.containers if c.name == dest]
+        if not found:
+            raise DockwallError(f"no running container named {dest!r}")
+        return sorted(
+            (t for c in found for t in _by_name(host, c, family, port, proto)), key=_order
+        )
+    owner = _owner(host, address)
+    if owner is not None:
+        return _direct(host, owner, address, port, proto)
+    return sorted(_published_at(host, address, family, port, proto), key=_order)
+
+
+def _order(target: Target) -> tuple[str, int]:
+    return target.container.name, target.dialed_port
+
+
+def packets(found: list[Target], source: IPAddress, via: str) -> list[Packet]:
+    return [Packet(source, t.address, via, t.bridge, t.proto, t.dialed_port) for t in found]
+
+
+def verdicts(
+    found: list[Target], decisions: list[Decision], policy: Policy, engine: str
+) -> list[Verdict]:
+    lines = {r.name: f"{policy.filename}:{r.line}" for r in policy.rules}
+    return [
+        Verdict(t, d, lines.get(d.policy_rule or ""), _docker_next(t, d, engine))
+        for t, d in zip(found, decisions, strict=True)
+    ]
+
+
+def _address(text: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _bridges(host: HostState) -> dict[str, str]:
+    return {n.name: n.bridge for n in host.bridge_networks if n.bridge}
+
+
+def _endpoints(
+    host: HostState, container: Container, family: Family
+) -> list[tuple[IPAddress, str]]:
+    bridges = _bridges(host)
+    found = []
+    for ep in container.endpoints:
+        address = ep.ipv4 if family is Family.V4 else ep.ipv6
+        if address is not None and ep.network in bridges:
+            found.append((address, bridges[ep.network]))
+    return found
+
+
+def _owner(host: HostState, address: IPAddress) -> Container | None:
+    for container in host.containers:
+        for ep in container.endpoints:
+            if address in (ep.ipv4, ep.ipv6):
+                return container
+    return None
+
+
+def _by_name(
+    host: HostState, container: Container, family: Family, port: int | None, proto: Proto
+) -> list[Target]:
+    published = [p for p in container.ports if p.proto is proto and port in (None, p.host_port)]
+    endpoints = _endpoints(host, container, family)[:1]
+    if published or port is None:
+        return [
+            Target(container, address, bridge, proto, p.host_port, p.container_port, True)
+            for address, bridge in endpoints
+            for p in _unique(published)
+        ]
+    return [Target(container, a, b, proto, port, port, False) for a, b in endpoints]
+
+
+def _direct(
+    host: HostState, container: Container, address: IPAddress, port: int | None, proto: Proto
+) -> list[Target]:
+    bridge = next(
+        (b for a, b in _endpoints(host, container, Family.of(address)) if a == address), None
+    )
+    if bridge is None:
+        raise DockwallError(f"{address} is not on a Docker bridge network: not governed")
+    ports = (
+        [port]
+        if port is not None
+        else sorted({p.container_port for p in container.ports if p.proto is proto})
+    )
+    return [Target(container, address, bridge, proto, n, n, False) for n in ports]
+
+
+def _published_at(
+    host: HostState, address: IPAddress, family: Family, port: int | None, proto: Proto
+) -> list[Target]:
+    found = []
+    for container in host.containers:
+        for p in _unique(container.ports):
+            if p.proto is proto and port in (None, p.host_port) and p.host_ip in (None, address):
+                found += [
+                    Target(container, a, b, proto, p.host_port, p.container_port, True)
+                    for a, b in _endpoints(host, container, family)[:1]
+                ]
+    if not found:
+        what = f"port {port}/{proto}" if port else "any port"
+        raise DockwallError(f"nothing is published on {what} at {address}")
+    return found
+
+
+def _unique(ports: Iterable[PublishedPort]) -> list[PublishedPort]:
+    """One per (host port, container port, protocol): Docker lists IPv4 and IPv6 bindings."""
+    return list({(p.host_port, p.container_port, p.proto): p for p in ports}.values())
+
+
+def _docker_next(target: Target, decision: Decision, engine: str) -> str:
+    if decision.outcome is not Outcome.ALLOWED:
+        return ""
+    where = f"{target.container.name}:{target.container_port}/{target.proto}"
+    if target.published:
+        return f"Docker forwards it to {where}"
+    head = engine.split(".", maxsplit=1)[0]
+    major = int(head) if head.isdigit() else 0
+    if major >= DIRECT_DROPPED_FROM:
+        return f"Docker {engine} drops traffic routed straight at container addresses"
+    if any(
+        p.container_port == target.container_port and p.proto is target.proto
+        for p in target.container.ports
+    ):
+        return f"Docker forwards it to {where} (a published container port)"
+    return f"Docker drops it: {where} is not published"

@@ -1,0 +1,36 @@
+"""A packet to explain, and what the firewall decided about it: backend-neutral."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from dockwall.values import IPAddress, Proto
+
+
+class Outcome(StrEnum):
+    ALLOWED = "allowed"  # RETURNed: handed back to Docker's rules
+    DROPPED = "dropped"
+    REJECTED = "rejected"
+    NOT_GOVERNED = "not governed"  # fell through the entry chain: not outside-to-container
+    NOT_INSTALLED = "not installed"  # no dockwall rules in the kernel: Docker's defaults
+
+
+@dataclass(frozen=True)
+class Packet:
+    """The first packet of a new connection, as dockwall's chains see it in FORWARD."""
+
+    source: IPAddress
+    destination: IPAddress  # after Docker's DNAT: the container's address
+    in_interface: str
+    out_interface: str
+    proto: Proto
+    dialed_port: int  # before DNAT (conntrack's original destination port)
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    chain: str  # where it was decided
+    rule: str  # the line that decided, "" if the packet fell off the end of the entry chain
+    policy_rule: str | None  # the policy rule named in that line's comment
