@@ -34,7 +34,15 @@ def compile_policy(policy: Policy, host: HostState) -> Compiled:
     bridges = tuple(
         sorted({n.bridge for n in host.bridge_networks if n.bridge} | set(DEFAULT_BRIDGES))
     )
-    ruleset = Ruleset(bridges, DEFAULT_BRIDGE_PREFIXES, tuple(allows), policy.default)
+    log_default = policy.log or any(r.log and r.targets is None for r in policy.rules)
+    ruleset = Ruleset(
+        bridges,
+        DEFAULT_BRIDGE_PREFIXES,
+        tuple(allows),
+        policy.default,
+        log_default,
+        policy.log_rate,
+    )
     return Compiled(ruleset, tuple(warnings))
 
 
@@ -50,7 +58,9 @@ def _allow(rule: Rule, host: HostState, bridged: frozenset[str], warnings: list[
     if rule.sources is not None:
         sources = tuple(sorted(set(rule.sources), key=_order))
     ports = None if rule.ports is None else tuple(sorted(set(rule.ports)))
-    return Allow(rule.name, rule.line, rule.source_names, rule.via, sources, destinations, ports)
+    return Allow(
+        rule.name, rule.line, rule.source_names, rule.via, sources, destinations, ports, rule.log
+    )
 
 
 def matching_containers(rule: Rule, host: HostState) -> tuple[Container, ...]:

@@ -13,7 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dockwall import yamlsource
 from dockwall.errors import PolicyError, Problem, UnsafeValueError
 from dockwall.values import (
+    DEFAULT_LOG_RATE,
     IPNetwork,
+    LogRate,
     PortRange,
     Verdict,
     checked_ifname,
@@ -62,6 +64,7 @@ class Rule:
     targets: tuple[Selector, ...] | None  # None: every container, also later ones
     ports: tuple[PortRange, ...] | None  # None: every port Docker publishes
     line: int  # where the rule starts in the policy file
+    log: bool = False  # log drops of traffic to this rule's containers
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ class Policy:
     default: Verdict
     groups: Mapping[str, tuple[IPNetwork, ...]]
     rules: tuple[Rule, ...]
+    log: bool = False  # log every default drop
+    log_rate: LogRate = DEFAULT_LOG_RATE
 
 
 # ---- the file's schema -----------------------------------------------------------------------
@@ -112,8 +117,14 @@ class SelectorDoc(_Doc):
         return Selector(self.container, label, self.network, compose)
 
 
+class LogDoc(_Doc):
+    rate: str = "5/second"
+    burst: int = 10
+
+
 class RuleDoc(_Doc):
     name: str
+    log: bool = False
     from_: list[str] = Field(alias="from", min_length=1)
     via: str | None = None
     to: list[SelectorDoc] | None = None
@@ -153,6 +164,7 @@ class RuleDoc(_Doc):
 class PolicyDoc(_Doc):
     version: Literal[1]
     default: Verdict = Verdict.DROP
+    log: bool | LogDoc = False
     groups: dict[str, list[str]] = Field(default_factory=dict)
     rules: list[RuleDoc] = Field(default_factory=list)
 
@@ -206,8 +218,14 @@ def parse_policy(raw: bytes, filename: str) -> Policy:
     problems += _duplicate_names(doc, located)
     if problems:
         raise PolicyError(problems)
+    log_doc = doc.log if isinstance(doc.log, LogDoc) else LogDoc()
+    try:
+        rate = LogRate.parse(log_doc.rate, log_doc.burst)
+    except UnsafeValueError as exc:
+        raise PolicyError([Problem(located.where(("log",)), f"log: {exc}")]) from None
     digest = hashlib.sha256(raw).hexdigest()
-    return Policy(filename, digest, doc.default, groups, tuple(rules))
+    log = doc.log is not False
+    return Policy(filename, digest, doc.default, groups, tuple(rules), log, rate)
 
 
 def _resolve_groups(
@@ -266,6 +284,7 @@ def _resolve_rule(
         targets=targets,
         ports=doc.ports,
         line=line,
+        log=doc.log,
     )
     return rule, problems
 

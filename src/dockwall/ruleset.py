@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from dockwall.values import Family, IPNetwork, PortRange, Verdict
+from dockwall.values import DEFAULT_LOG_RATE, Family, IPNetwork, LogRate, PortRange, Verdict
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,7 @@ class Allow:
     sources: tuple[IPNetwork, ...] | None  # None: any source
     destinations: tuple[IPNetwork, ...] | None  # container addresses; None: every container
     ports: tuple[PortRange, ...] | None  # dialed ports; None: any port
+    log: bool = False  # log what is dropped on its way to this allow's destinations
 
     def in_family(self, family: Family) -> Allow | None:
         """This allow narrowed to one address family, or None if it matches nothing there."""
@@ -40,6 +41,8 @@ class Ruleset:
     bridge_prefixes: tuple[str, ...]  # also bridges: names starting with these (later networks)
     allows: tuple[Allow, ...]
     default: Verdict
+    log_default: bool = False  # log every default drop
+    log_rate: LogRate = DEFAULT_LOG_RATE
 
     def in_family(self, family: Family) -> Ruleset:
         allows = (a.in_family(family) for a in self.allows)

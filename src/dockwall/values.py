@@ -93,3 +93,32 @@ def parse_network(text: str) -> IPNetwork:
         return ipaddress.ip_network(text.strip(), strict=True)
     except ValueError as exc:
         raise UnsafeValueError(f"{text!r} is not an address or CIDR ({exc})") from None
+
+
+LOG_UNITS = {"second": "sec", "minute": "min", "hour": "hour", "day": "day"}
+
+
+@dataclass(frozen=True)
+class LogRate:
+    """How often a drop may be logged: `count` per `unit` (iptables' spelling), `burst` at once."""
+
+    count: int = 5
+    unit: str = "sec"
+    burst: int = 10
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.count <= 10_000 or self.unit not in LOG_UNITS.values():
+            raise UnsafeValueError(f"bad log rate {self.count}/{self.unit}")
+        if not 1 <= self.burst <= 10_000:
+            raise UnsafeValueError(f"bad log burst {self.burst} (1-10000)")
+
+    @classmethod
+    def parse(cls, rate: str, burst: int) -> Self:
+        """'5/second', '10/minute', '1/hour', '100/day'."""
+        count, _, unit = rate.partition("/")
+        if not count.isdigit() or unit not in LOG_UNITS:
+            raise UnsafeValueError(f"bad log rate {rate!r} (e.g. 5/second, 10/minute)")
+        return cls(int(count), LOG_UNITS[unit], burst)
+
+
+DEFAULT_LOG_RATE = LogRate()

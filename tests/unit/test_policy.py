@@ -9,7 +9,7 @@ import pytest
 
 from dockwall.errors import PolicyError
 from dockwall.policy import Selector, load_policy, parse_policy
-from dockwall.values import PortRange, Proto, Verdict
+from dockwall.values import LogRate, PortRange, Proto, Verdict
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "policy.yaml"
 
@@ -144,3 +144,29 @@ def test_several_problems_are_reported_together() -> None:
 def test_unreadable_file_is_a_policy_error(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match="cannot read policy file"):
         load_policy(tmp_path / "missing.yaml")
+
+
+def test_drop_logging_forms() -> None:
+    plain = parse_policy(b"version: 1\nlog: true\n", "p.yaml")
+    assert plain.log and plain.log_rate == LogRate(5, "sec", 10)
+    tuned = parse_policy(
+        b"version: 1\nlog: {rate: 10/minute, burst: 3}\nrules:\n"
+        b"  - {name: a, from: any, log: true}\n",
+        "p.yaml",
+    )
+    assert tuned.log_rate == LogRate(10, "min", 3) and tuned.rules[0].log
+    assert not parse_policy(b"version: 1\n", "p.yaml").log
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("version: 1\nlog: {rate: fast}\n", "p.yaml:2: log: bad log rate 'fast'"),
+        ("version: 1\nlog: {rate: 5/second, burst: 0}\n", "bad log burst 0"),
+        ("version: 1\nlog: {rate: 5/second, often: 1}\n", "unknown key 'often'"),
+        ("version: 1\nlog: maybe\n", "p.yaml:2: log"),
+    ],
+)
+def test_drop_logging_errors(text: str, expected: str) -> None:
+    found = problems(text)
+    assert any(expected in p for p in found), found

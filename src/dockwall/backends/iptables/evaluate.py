@@ -38,7 +38,9 @@ def evaluate(chains: dict[str, list[str]], packet: Packet) -> Decision:
         if not rule.matches(packet):
             index += 1
             continue
-        if rule.action == "-g":
+        if rule.target == "LOG":
+            index += 1  # logs and goes on
+        elif rule.action == "-g":
             chain, index = rule.target, 0
         elif rule.action == "-j" and rule.target not in TERMINAL:
             stack.append((chain, index + 1))
@@ -135,6 +137,9 @@ _OPTIONS: dict[str, Callable[[_Rule, str, bool], None]] = {
     "--ctstate": _set("new_only", lambda v: "NEW" not in v.split(",")),
     "--comment": _set("comment", lambda v: v.removeprefix("dockwall:")),
     "--reject-with": lambda rule, value, negate: None,
+    "--limit": lambda rule, value, negate: None,  # rate limits only apply to LOG lines
+    "--limit-burst": lambda rule, value, negate: None,
+    "--log-prefix": lambda rule, value, negate: None,
     "-j": lambda rule, value, negate: _target(rule, value, "-j"),
     "-g": lambda rule, value, negate: _target(rule, value, "-g"),
 }

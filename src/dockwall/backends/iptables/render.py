@@ -26,7 +26,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from dockwall.ruleset import Allow, Ruleset
-from dockwall.values import Family, IPNetwork, PortRange, Verdict, checked_ifname, checked_name
+from dockwall.values import (
+    Family,
+    IPNetwork,
+    LogRate,
+    PortRange,
+    Verdict,
+    checked_ifname,
+    checked_name,
+)
 
 ENTRY = "DOCKWALL"
 GOVERNED = "DOCKWALL-IN"
@@ -43,13 +51,27 @@ def render(family: Family, ruleset: Ruleset) -> Chains:
     governed = [line for a in ruleset.allows if a.destinations is None for line in _matches(a)]
     for number, (destinations, members) in enumerate(classes, start=1):
         governed += [f"-d {_net(d)} -g {PREFIX}-C{number}" for d in destinations]
-        chains[f"{PREFIX}-C{number}"] = [
-            *(line for a in members for line in _matches(a)),
-            f"-g {DEFAULT}",
-        ]
+        logged = [a.rule for a in members if a.log]
+        # Drops logged under a rule's name end here, so they are not logged twice.
+        ending = (
+            [_log(ruleset.log_rate, logged[0]), _default(family, ruleset.default)]
+            if logged
+            else [f"-g {DEFAULT}"]
+        )
+        chains[f"{PREFIX}-C{number}"] = [*(ln for a in members for ln in _matches(a)), *ending]
     chains[GOVERNED] = [*governed, f"-g {DEFAULT}"]
-    chains[DEFAULT] = [_default(family, ruleset.default)]
+    log = [_log(ruleset.log_rate, "default")] if ruleset.log_default else []
+    chains[DEFAULT] = [*log, _default(family, ruleset.default)]
     return chains
+
+
+def _log(rate: LogRate, name: str) -> str:
+    """A rate-limited kernel log line; the prefix (at most 28 characters) names the rule."""
+    prefix = f"dockwall:{checked_name(name)[:18]} "
+    return (
+        f"-m limit --limit {rate.count}/{rate.unit} --limit-burst {rate.burst} "
+        f'-j LOG --log-prefix "{prefix}"'
+    )
 
 
 def destination_classes(

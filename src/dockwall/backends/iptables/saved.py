@@ -6,11 +6,12 @@ import re
 from dataclasses import dataclass, field
 
 from dockwall.backends.base import DEFAULT_HITS, Hits
-from dockwall.backends.iptables.render import DEFAULT, ENTRY, PREFIX
+from dockwall.backends.iptables.render import ENTRY, PREFIX
 
 HOOK_CHAINS = ("DOCKER-USER", "FORWARD")
 JUMP = f"-j {ENTRY}"
 _COUNTED = re.compile(r"\[(\d+):(\d+)\] (.*)")
+_VERDICT = re.compile(r"-j (DROP|REJECT)\b")
 _RULE_COMMENT = re.compile(r'--comment "dockwall:([^"]+)" -j RETURN$')
 
 
@@ -78,7 +79,7 @@ def hits(saved: Saved) -> dict[str, Hits]:
     for chain, specs in saved.chains.items():
         for spec, hit in zip(specs, saved.counters.get(chain, []), strict=False):
             found = _RULE_COMMENT.search(spec)
-            key = found[1] if found else (DEFAULT_HITS if chain == DEFAULT else None)
+            key = found[1] if found else (DEFAULT_HITS if _VERDICT.search(spec) else None)
             if key is not None:
                 old = totals.get(key, Hits(0, 0))
                 totals[key] = Hits(old.packets + hit.packets, old.bytes + hit.bytes)
