@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockwall import explain, routes, snapshot
+from dockwall import explain, policydiff, record, routes, snapshot
 from dockwall.backends.base import Backend, Change
 from dockwall.backends.iptables.backend import IptablesBackend
 from dockwall.compiler import Compiled, compile_policy
@@ -53,7 +53,29 @@ def apply(ctx: Context, kernel: Backend) -> Change:
         kernel.apply(change)
         if kernel.plan(ctx.compiled.ruleset).pending:
             raise BackendError("the installed rules differ from the applied ones after apply")
+    if change.pending or record.load() is None:
+        record.save(ctx.policy.filename, ctx.policy.digest, ctx.compiled.ruleset, ctx.host)
     return change
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    change: Change
+    rules: list[str]  # in policy terms; empty when there is no record of what is installed
+    reach: list[str]
+    known: bool  # a record of what dockwall installed exists and the kernel still matches it
+
+
+def plan_in_policy_terms(ctx: Context, kernel: Backend) -> PlanResult:
+    change = kernel.plan(ctx.compiled.ruleset)
+    last = record.load()
+    known = last is not None and not kernel.plan(last.ruleset).pending
+    if not known or last is None:
+        return PlanResult(change, [], [], False)
+    names = {**last.names, **ctx.host.names()}
+    rules = policydiff.rule_changes(last.ruleset, ctx.compiled.ruleset, names)
+    reach = policydiff.reach_changes(last.ruleset, ctx.compiled.ruleset, ctx.host)
+    return PlanResult(change, rules, reach, True)
 
 
 @dataclass(frozen=True)
@@ -87,4 +109,5 @@ def remove(kernel: Backend) -> Change:
     change = kernel.plan_remove()
     if change.pending:
         kernel.apply(change)
+    record.forget()
     return change

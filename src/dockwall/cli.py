@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from dockwall import app, logfmt, report
+from dockwall import app, logfmt, record, report
 from dockwall.daemon import loop
 from dockwall.errors import DockerError, DockwallError, PolicyError, UnsafeValueError
 from dockwall.exposure import exposure
@@ -98,9 +98,10 @@ def validate(policy_path: Path, docker_host: str | None) -> None:
 @_policy_option
 @_docker_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("-v", "--verbose", is_flag=True, help="Also the kernel rules that change.")
 @_errors_to_exit
-def plan(policy_path: Path, docker_host: str | None, as_json: bool) -> None:
-    """Show what `apply` would change. Touches nothing.
+def plan(policy_path: Path, docker_host: str | None, as_json: bool, verbose: bool) -> None:
+    """Show what `apply` would change, in policy terms. Touches nothing.
 
     Exit code 0: nothing to do; 2: changes are pending; 1: error.
 
@@ -109,13 +110,13 @@ def plan(policy_path: Path, docker_host: str | None, as_json: bool) -> None:
       dockwall plan -p /etc/dockwall/policy.yaml
     """
     ctx = app.prepare(policy_path, docker_host)
-    change = app.plan(ctx, app.backend())
+    result = app.plan_in_policy_terms(ctx, app.backend())
     if as_json:
-        click.echo(report.plan_json(change, ctx.compiled.warnings))
+        click.echo(report.plan_json(result, ctx.compiled.warnings))
     else:
         _warn(ctx.compiled.warnings)
-        click.echo(report.plan_text(change))
-    sys.exit(EXIT_PENDING if change.pending else EXIT_OK)
+        click.echo(report.plan_text(result, verbose))
+    sys.exit(EXIT_PENDING if result.change.pending else EXIT_OK)
 
 
 @main.command()
@@ -133,7 +134,7 @@ def apply(policy_path: Path, docker_host: str | None) -> None:
     _warn(ctx.compiled.warnings)
     change = app.apply(ctx, app.backend())
     if change.pending:
-        click.echo(report.plan_text(change, verbose=False))
+        click.echo(report.change_text(change))
         click.echo("applied")
     else:
         click.echo("nothing to do: the installed rules match")
@@ -156,9 +157,12 @@ def status(policy_path: Path, docker_host: str | None, as_json: bool) -> None:
     in_sync = not app.plan(ctx, kernel).pending
     rows = exposure(ctx.compiled.ruleset, ctx.host)
     hits = kernel.hits()
+    last = record.load()
     header = {
         "policy": str(policy_path),
         "policy_sha256": ctx.policy.digest,
+        "applied_at": last.applied_at if last else None,
+        "applied_policy_sha256": last.sha256 if last else None,
         "installed_matches_policy": in_sync,
         "backend": kernel.name,
         "docker_version": ctx.host.docker_version,
@@ -166,11 +170,7 @@ def status(policy_path: Path, docker_host: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(report.status_json(header, rows, hits))
         return
-    match = "yes" if in_sync else "NO (run `dockwall plan`)"
-    click.echo(
-        f"policy {policy_path} (sha256 {ctx.policy.digest[:12]}), installed rules match: "
-        f"{match}, backend {kernel.name}, Docker {ctx.host.docker_version}"
-    )
+    click.echo(report.status_header(header))
     click.echo(report.table_text(report.status_rows(rows, hits)))
     click.echo(report.default_line(hits))
 

@@ -58,6 +58,16 @@ class HostState:
     interfaces: frozenset[str]  # host interface names, for warnings about `via`
     docker_version: str = "unknown"
 
+    def names(self) -> dict[str, str]:
+        """Container name by address (as text), every network."""
+        return {
+            str(a): c.name
+            for c in self.containers
+            for ep in c.endpoints
+            for a in (ep.ipv4, ep.ipv6)
+            if a is not None
+        }
+
     @property
     def bridge_networks(self) -> tuple[Network, ...]:
         return tuple(n for n in self.networks if n.bridge is not None)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
-from dockwall.app import CheckResult
+import click
+
+from dockwall.app import CheckResult, PlanResult
 from dockwall.backends.base import DEFAULT_HITS, Change, Hits
 from dockwall.explain import Verdict
 from dockwall.exposure import ContainerExposure, PortExposure
@@ -13,7 +16,8 @@ from dockwall.packets import Outcome
 from dockwall.ruleset import Allow
 
 
-def plan_text(change: Change, verbose: bool = True) -> str:
+def change_text(change: Change, verbose: bool = False) -> str:
+    """Per family: how many kernel rules come and go; with verbose, the rules themselves."""
     if not change.pending:
         return "nothing to do: the installed rules match"
     out = []
@@ -29,9 +33,26 @@ def plan_text(change: Change, verbose: bool = True) -> str:
     return "\n".join(out)
 
 
-def plan_json(change: Change, warnings: tuple[str, ...] = ()) -> str:
+def plan_text(result: PlanResult, verbose: bool = False) -> str:
+    if not result.change.pending:
+        return change_text(result.change)
+    if not result.known:
+        note = (
+            "no record of what dockwall installed (or the kernel was changed since), "
+            "so here are the kernel rules that change:"
+        )
+        return note + "\n" + change_text(result.change, verbose=True)
+    lines = [*result.rules, *result.reach] or ["the kernel rules need repair (drift)"]
+    return "\n".join([*lines, "", change_text(result.change, verbose)])
+
+
+def plan_json(result: PlanResult, warnings: tuple[str, ...] = ()) -> str:
+    change = result.change
     doc = {
         "pending": change.pending,
+        "known": result.known,
+        "rules": result.rules,
+        "reach": result.reach,
         "families": [
             {
                 "family": f.family.value,
@@ -66,9 +87,10 @@ def status_rows(rows: tuple[ContainerExposure, ...], hits: dict[str, Hits]) -> l
         if not row.ports:
             table.append([name, addresses, "-", "(no published ports)"])
         for i, port in enumerate(row.ports):
-            reach = "; ".join(_with_hits(a, hits) for a in port.allows) or "nobody"
+            reach = "; ".join(_with_hits(a, hits) for a in port.allows)
+            reach = reach or click.style("nobody", dim=True)
             if port.public:
-                reach = "ANYONE: " + reach
+                reach = click.style("ANYONE", fg="red", bold=True) + ": " + reach
             first = i == 0
             table.append(
                 [name if first else "", addresses if first else "", _port_label(port), reach]
@@ -82,7 +104,8 @@ def _with_hits(allow: Allow, hits: dict[str, Hits]) -> str:
 
 
 def table_text(table: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    """Columns padded to their widest cell; only the last column may carry colour."""
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)] + [0]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in table
@@ -189,3 +212,18 @@ def check_json(result: CheckResult, source: str, dest: str) -> str:
         ],
     }
     return json.dumps(doc, indent=2)
+
+
+def status_header(header: dict[str, Any]) -> str:
+    match = (
+        click.style("yes", fg="green")
+        if header["installed_matches_policy"]
+        else click.style("NO", fg="red", bold=True) + " (see `dockwall plan`)"
+    )
+    applied = header.get("applied_at")
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(applied)) if applied else "unknown"
+    return (
+        f"policy {header['policy']} (sha256 {header['policy_sha256'][:12]}), "
+        f"applied {when}, installed rules match it: {match}, "
+        f"backend {header['backend']}, Docker {header['docker_version']}"
+    )

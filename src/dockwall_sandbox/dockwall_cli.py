@@ -23,7 +23,7 @@ def dockwall(
         argv += ["-p", str(policy)]
     if args and args[0] != "remove":
         argv += ["--docker-host", sandbox.docker_host]
-    return sandbox.run_in_host(argv, check=False, env=_env(), timeout=120)
+    return sandbox.run_in_host(argv, check=False, env=_env(sandbox), timeout=120)
 
 
 class RunningDaemon:
@@ -50,7 +50,7 @@ class RunningDaemon:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env=_env(),
+            env=_env(sandbox),
         )
 
     def log(self) -> str:
@@ -82,7 +82,9 @@ class RunningDaemon:
         return self.proc.returncode
 
 
-def _env() -> dict[str, str]:
+def _env(sandbox: Sandbox) -> dict[str, str]:
+    """PYTHONPATH for dockwall; a record of what dockwall applied of the sandbox's own."""
     env = dict(os.environ)
+    env["DOCKWALL_STATE"] = str(sandbox.dirs.run / "dockwall-applied.json")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH")) if p)
     return env

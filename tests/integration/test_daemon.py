@@ -183,7 +183,9 @@ def test_docker_unreachable_at_start_closes_and_keeps_running(
     )
     try:
         assert daemon.wait_for("msg=running"), daemon.log()
-        assert eventually(lambda: not reaches(seeded_sandbox, STRANGER, 80)) is not None, daemon.log()
+        assert eventually(lambda: not reaches(seeded_sandbox, STRANGER, 80)) is not None, (
+            daemon.log()
+        )
         assert reaches(seeded_sandbox, ADMIN, 8080)
         time.sleep(3)
         assert daemon.proc.poll() is None

@@ -189,3 +189,22 @@ def test_status_shows_who_reaches_what(host: SeededSandbox, tmp_path: Path) -> N
     }
     assert ports[("db", 5432)]["public"] is False
     assert {r["name"] for r in ports[("db", 5432)]["rules"]} == {"admins", "lan"}
+
+
+def test_plan_speaks_in_policy_terms_and_status_says_when(
+    host: SeededSandbox, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    apply(host, policy)
+    policy.write_text(policy.read_text().replace("[80/tcp, 443/tcp]", "[80/tcp]"))
+    plan = dockwall(host.sandbox, "plan", policy=policy)
+    assert plan.returncode == 2, plan.stderr
+    assert "rule public-web updated (ports 80/tcp,443/tcp -> 80/tcp)" in plan.stdout
+    assert "www-nginx 443/tcp: no longer reachable by public-web (anyone via eth0)" in plan.stdout
+    assert "-A DOCKWALL" not in plan.stdout  # the raw rules only with --verbose
+    verbose = dockwall(host.sandbox, "plan", "--verbose", policy=policy)
+    assert "- -A DOCKWALL-C1 -i eth0 -p tcp -m conntrack --ctorigdstport 443" in verbose.stdout
+    status = dockwall(host.sandbox, "status", policy=policy)
+    assert "installed rules match it: NO" in status.stdout
+    assert "applied 20" in status.stdout
+    assert "\x1b[" not in status.stdout  # no colour codes when piped

@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import queue
 
+from dockwall import policydiff
 from dockwall.daemon import describe
 from dockwall.daemon.triggers import Kind, Trigger, event_trigger, wait
 from dockwall.hoststate import Container, Endpoint, HostState
@@ -70,13 +71,13 @@ def test_rule_changes_name_the_rule_and_addresses() -> None:
         allow = Allow("public-web", 3, ("any",), "eth0", None, nets, None)
         return Ruleset(("docker0",), ("br-",), (allow,), Verdict.DROP)
 
-    assert describe.rule_changes(None, ruleset()) == ["rules installed"]
-    assert describe.rule_changes(ruleset("192.0.2.2/32"), ruleset("192.0.2.5/32")) == [
+    assert policydiff.rule_changes(None, ruleset()) == ["rules installed"]
+    assert policydiff.rule_changes(ruleset("192.0.2.2/32"), ruleset("192.0.2.5/32")) == [
         "rule public-web updated (+192.0.2.5, -192.0.2.2)"
     ]
-    assert describe.rule_changes(ruleset("192.0.2.2/32"), ruleset("192.0.2.2/32")) == []
+    assert policydiff.rule_changes(ruleset("192.0.2.2/32"), ruleset("192.0.2.2/32")) == []
     empty = Ruleset(("docker0",), ("br-",), (), Verdict.DROP)
-    assert describe.rule_changes(ruleset(), empty) == ["rule public-web removed"]
+    assert policydiff.rule_changes(ruleset(), empty) == ["rule public-web removed"]
 
 
 def test_log_lines_are_logfmt_and_quote_what_needs_it() -> None:

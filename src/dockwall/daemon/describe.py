@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dockwall.hoststate import Container, HostState
-from dockwall.ruleset import Allow, Ruleset
 
 Addresses = tuple[str, ...]
 
@@ -27,34 +26,6 @@ def host_changes(old: HostState | None, new: HostState) -> list[str]:
             verb = "restarted" if ids_before[name] == ids_after[name] else "replaced"
             said.append(f"container {name} {verb}: {_list(was)} -> {_list(now)}")
     return said
-
-
-def rule_changes(old: Ruleset | None, new: Ruleset) -> list[str]:
-    """'rule public-web updated', 'bridges changed', ..."""
-    if old is None:
-        return ["rules installed"]
-    said = []
-    old_allows = {a.rule: a for a in old.allows}
-    for allow in new.allows:
-        previous = old_allows.get(allow.rule)
-        if previous != allow:
-            said.append(
-                f"rule {allow.rule} {'added' if previous is None else 'updated'}"
-                + _destination_delta(previous, allow)
-            )
-    said += [f"rule {name} removed" for name in old_allows.keys() - {a.rule for a in new.allows}]
-    if (old.bridges, old.default) != (new.bridges, new.default):
-        said.append("bridges or default changed")
-    return said
-
-
-def _destination_delta(old: Allow | None, new: Allow) -> str:
-    if old is None or old.destinations is None or new.destinations is None:
-        return ""
-    gone = [str(d.network_address) for d in old.destinations if d not in new.destinations]
-    came = [str(d.network_address) for d in new.destinations if d not in old.destinations]
-    parts = [f"+{a}" for a in came] + [f"-{a}" for a in gone]
-    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _addresses(container: Container) -> Addresses:

@@ -17,7 +17,7 @@ from types import FrameType
 
 import docker
 
-from dockwall import snapshot
+from dockwall import policydiff, record, snapshot
 from dockwall.backends.base import Backend, Change
 from dockwall.compiler import compile_policy
 from dockwall.daemon import describe, sdnotify
@@ -129,11 +129,17 @@ class Daemon:
         self._timings = {"snapshot_ms": (time.monotonic() - began) * 1000}
         compiled = compile_policy(self.policy, host)
         why = describe.host_changes(self.host, host)
-        why += describe.rule_changes(self.applied, compiled.ruleset)
+        names = {
+            str(a): c.name
+            for c in host.containers
+            for a in c.addresses(frozenset(e.network for e in c.endpoints))
+        }
+        why += policydiff.rule_changes(self.applied, compiled.ruleset, names)
         for warning in compiled.warnings:
             if self.applied is None or compiled.ruleset != self.applied:
                 log.warning(warning)
-        self._enforce(compiled.ruleset, why)
+        if self._enforce(compiled.ruleset, why):
+            self._record(compiled.ruleset, host)
         self.host = host
         self._latencies(batch)
 
@@ -149,14 +155,21 @@ class Daemon:
             self._client = None
             raise
 
+    def _record(self, ruleset: Ruleset, host: HostState) -> None:
+        try:
+            record.save(str(self.settings.policy_path), self.policy.digest, ruleset, host)
+        except OSError as exc:
+            log.warning("could not record what was applied", extra={FIELDS: {"error": exc}})
+
     def check_drift(self) -> None:
         self._timings = {}
         if self.applied is not None:
             self._enforce(self.applied, ["drift: the installed rules were changed by someone"])
 
-    def _enforce(self, ruleset: Ruleset, why: list[str]) -> None:
-        """Make the kernel match ruleset; log what changed and why. Errors are logged and
-        retried at the next trigger or check; the kernel keeps what it had."""
+    def _enforce(self, ruleset: Ruleset, why: list[str]) -> bool:
+        """Make the kernel match ruleset; log what changed and why; True if it wrote.
+        Errors are logged and retried at the next trigger or check; the kernel keeps what
+        it had."""
         try:
             began = time.monotonic()
             change = self.kernel.plan(ruleset)
@@ -167,8 +180,10 @@ class Daemon:
                 self._timings["apply_ms"] = (time.monotonic() - planned) * 1000
                 _log_change(change, why, self._timings)
             self.applied = ruleset
-        except DockwallError as exc:
+            return change.pending
+        except (DockwallError, OSError) as exc:
             log.error("could not apply; the previous rules stay", extra={FIELDS: {"error": exc}})
+            return False
 
     def _docker_unreadable(self, exc: DockerError) -> None:
         """Keep what is installed (from before a restart of Docker or of dockwall); if nothing

@@ -1,0 +1,132 @@
+"""What dockwall last applied, kept beside the kernel rules (in /run: gone at reboot, like them).
+
+Lets `status` say when the rules were applied and `plan` speak in policy terms: which rules
+gain or lose which containers. $DOCKWALL_STATE names another file (tests use one per sandbox).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dockwall.hoststate import HostState
+from dockwall.ruleset import Allow, Ruleset
+from dockwall.values import LogRate, PortRange, Verdict
+
+DEFAULT_PATH = Path("/run/dockwall/applied.json")
+
+
+@dataclass(frozen=True)
+class Record:
+    policy: str
+    sha256: str
+    applied_at: float  # seconds since the epoch
+    ruleset: Ruleset
+    names: dict[str, str]  # container address -> name, as the host was then
+
+
+def path() -> Path:
+    return Path(os.environ.get("DOCKWALL_STATE", DEFAULT_PATH))
+
+
+def save(policy: str, sha256: str, ruleset: Ruleset, host: HostState) -> None:
+    """Write atomically (a new file renamed over the old)."""
+    names = {
+        str(a): c.name
+        for c in host.containers
+        for ep in c.endpoints
+        for a in (ep.ipv4, ep.ipv6)
+        if a is not None
+    }
+    doc = {
+        "policy": policy,
+        "sha256": sha256,
+        "applied_at": time.time(),
+        "ruleset": _ruleset(ruleset),
+        "names": names,
+    }
+    target = path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_suffix(".tmp")
+    temp.write_text(json.dumps(doc, indent=1))
+    temp.replace(target)
+
+
+def load() -> Record | None:
+    """The record, or None if there is none or it can't be read (then nothing is claimed)."""
+    try:
+        doc = json.loads(path().read_text())
+        return Record(
+            doc["policy"],
+            doc["sha256"],
+            float(doc["applied_at"]),
+            _from_ruleset(doc["ruleset"]),
+            dict(doc["names"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def forget() -> None:
+    path().unlink(missing_ok=True)
+
+
+def _ruleset(r: Ruleset) -> dict[str, Any]:
+    return {
+        "bridges": list(r.bridges),
+        "prefixes": list(r.bridge_prefixes),
+        "default": r.default.value,
+        "log_default": r.log_default,
+        "log_rate": [r.log_rate.count, r.log_rate.unit, r.log_rate.burst],
+        "allows": [
+            {
+                "rule": a.rule,
+                "line": a.line,
+                "from": list(a.source_names),
+                "via": a.via,
+                "sources": _nets(a.sources),
+                "destinations": _nets(a.destinations),
+                "ports": None if a.ports is None else [str(p) for p in a.ports],
+                "log": a.log,
+            }
+            for a in r.allows
+        ],
+    }
+
+
+def _from_ruleset(doc: dict[str, Any]) -> Ruleset:
+    allows = tuple(
+        Allow(
+            a["rule"],
+            int(a["line"]),
+            tuple(a["from"]),
+            a["via"],
+            _from_nets(a["sources"]),
+            _from_nets(a["destinations"]),
+            None if a["ports"] is None else tuple(PortRange.parse(p) for p in a["ports"]),
+            bool(a["log"]),
+        )
+        for a in doc["allows"]
+    )
+    count, unit, burst = doc["log_rate"]
+    return Ruleset(
+        tuple(doc["bridges"]),
+        tuple(doc["prefixes"]),
+        allows,
+        Verdict(doc["default"]),
+        bool(doc["log_default"]),
+        LogRate(count, unit, burst),
+    )
+
+
+def _nets(nets: tuple[Any, ...] | None) -> list[str] | None:
+    return None if nets is None else [str(n) for n in nets]
+
+
+def _from_nets(nets: list[str] | None) -> Any:
+    return None if nets is None else tuple(ipaddress.ip_network(n) for n in nets)
