@@ -103,6 +103,8 @@ WAN_STRANGER = (topo.WAN_STRANGER_4, topo.WAN_STRANGER_6)
 LAN_STRANGER = (topo.LAN_STRANGER_4, topo.LAN_STRANGER_6)
 ADMIN = (topo.WAN_ADMIN1_4, topo.WAN_ADMIN1_6)
 
+UP_GRACE = 0.2  # seconds from a container's start until its httpd surely listens
+
 KINDS = {
     "start": "(before the first event)",
     "restart": "container restart",
@@ -329,6 +331,12 @@ class Chaos:
         for name in names:
             self.up.setdefault(name, []).append([at, float("inf")])
 
+    def _mark_up_since_start(self, names: Iterable[str]) -> None:
+        """Up from when Docker started each container (plus UP_GRACE for httpd to listen):
+        after a dockerd restart they run, and must be reachable, before its API answers."""
+        for name in names:
+            self._mark_up([name], min(_started_at(self.box, name) + UP_GRACE, time.time()))
+
     def _mark_down(self, names: Iterable[str], at: float) -> None:
         for name in names:
             spans = self.up.get(name)
@@ -415,7 +423,7 @@ class Chaos:
         self.box.docker("restart", "-t", "0", name)
         self.box.wait_running([name])
         event.t1 = time.time()
-        self._mark_up([name], event.t1)
+        self._mark_up_since_start([name])
 
     def reuse(self, event: Event, public: str) -> None:
         address, _port = PUBLIC[public]
@@ -441,7 +449,7 @@ class Chaos:
         self.box.docker("start", public)
         self.box.wait_running([public])
         event.t1 = time.time()
-        self._mark_up([public], event.t1)
+        self._mark_up_since_start([public])
 
     def restart_dockerd(self, event: Event, crash: bool) -> None:
         event.detail = "crash (SIGKILL)" if crash else "clean (SIGTERM)"
@@ -450,7 +458,7 @@ class Chaos:
         event.extra["api_back"] = time.time()
         self.box.wait_running(list(ALWAYS), timeout=90)
         event.t1 = time.time()
-        self._mark_up(ALWAYS, event.t1)
+        self._mark_up_since_start(ALWAYS)
 
     def flush(self, event: Event) -> None:
         done = []

@@ -100,7 +100,16 @@ def status_rows(rows: tuple[ContainerExposure, ...], hits: dict[str, Hits]) -> l
 
 def _with_hits(allow: Allow, hits: dict[str, Hits]) -> str:
     hit = hits.get(allow.rule)
-    return who(allow) + (f" [{hit.packets} pkts]" if hit else "")
+    return who(allow) + (f" [{hit.packets} pkts, {_size(hit.bytes)}]" if hit else "")
+
+
+def _size(count: int) -> str:
+    value, unit = float(count), "B"
+    for bigger in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
 
 
 def table_text(table: list[list[str]]) -> str:
@@ -138,6 +147,7 @@ def status_json(
                             "from": list(a.source_names),
                             "via": a.via,
                             "packets": hits.get(a.rule, Hits(0, 0)).packets,
+                            "bytes": hits.get(a.rule, Hits(0, 0)).bytes,
                         }
                         for a in p.allows
                     ],
@@ -148,7 +158,12 @@ def status_json(
         for r in rows
     ]
     default = hits.get(DEFAULT_HITS, Hits(0, 0))
-    doc = {**header, "containers": containers, "default_dropped_packets": default.packets}
+    doc = {
+        **header,
+        "containers": containers,
+        "default_dropped_packets": default.packets,
+        "default_dropped_bytes": default.bytes,
+    }
     return json.dumps(doc, indent=2)
 
 

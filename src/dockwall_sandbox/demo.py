@@ -73,6 +73,12 @@ def main() -> int:
         show(probe(sandbox, found))
         section("dockwall status")
         run_cli(sandbox, "status", policy=args.policy)
+        section("dockwall check: why is this allowed or not?")
+        run_cli(sandbox, "check", "198.51.100.99", "www-nginx", policy=args.policy)
+        run_cli(
+            sandbox, "check", "203.0.113.99", "203.0.113.1", "--port", "5432", policy=args.policy
+        )
+        run_cli(sandbox, "check", "2001:db8:100::10", "db", policy=args.policy)
         section("Apply again: nothing to write")
         run_cli(sandbox, "apply", policy=args.policy)
         section("dockwall remove: plain Docker again")
