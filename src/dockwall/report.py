@@ -183,9 +183,10 @@ def check_text(result: CheckResult, source: str, dest: str) -> str:
     for v in result.verdicts:
         t = v.target
         how = "published" if t.published else "routed straight to the container"
+        address = f"[{t.address}]" if t.address.version == 6 else str(t.address)
         line = (
             f"  {t.dialed_port}/{t.proto} -> {printable(t.container.name)} "
-            f"{t.address}:{t.container_port} ({how}): {_decision_text(v)}"
+            f"{address}:{t.container_port} ({how}): {_decision_text(v)}"
         )
         out.append(line)
     return "\n".join(out)
