@@ -83,13 +83,18 @@ class CheckResult:
     verdicts: list[explain.Verdict]
     in_sync: bool  # the installed rules are what the current policy and host compile to
     via: str
+    not_governed: str = ""  # why dockwall has no say, if it has none
 
 
 def check(ctx: Context, kernel: Backend, request: CheckRequest) -> CheckResult:
     """Explain what the installed rules do with connections from source to dest."""
     family = Family.of(request.source)
+    try:
+        explain.check_source(ctx.host, request.source)
+        found = explain.targets(ctx.host, request.dest, family, request.port, request.proto)
+    except explain.NotGoverned as exc:
+        return CheckResult([], True, request.via or "", str(exc))
     via = request.via or routes.interface_towards(request.source)
-    found = explain.targets(ctx.host, request.dest, family, request.port, request.proto)
     packets = explain.packets(found, request.source, via)
     decisions, in_sync = kernel.decide(ctx.compiled.ruleset, packets)
     verdicts = explain.verdicts(found, decisions, ctx.policy, ctx.host.docker_version)

@@ -13,6 +13,11 @@ from dockwall.packets import Decision, Outcome, Packet
 from dockwall.policy import Policy
 from dockwall.values import Family, IPAddress, Proto
 
+
+class NotGoverned(DockwallError):
+    """The connection asked about is not outside-to-container: dockwall has no say in it."""
+
+
 DIRECT_DROPPED_FROM = 28  # Docker 28 drops traffic routed straight at container addresses
 
 
@@ -57,6 +62,16 @@ def targets(
 
 def _order(target: Target) -> tuple[str, int]:
     return target.container.name, target.dialed_port
+
+
+def check_source(host: HostState, source: IPAddress) -> None:
+    """Traffic that containers start is never governed: say so rather than explain it."""
+    owner = _owner(host, source)
+    if owner is not None:
+        raise NotGoverned(
+            f"{source} is container {owner.name}: traffic containers start "
+            "(egress, container to container, replies) is left to Docker"
+        )
 
 
 def packets(found: list[Target], source: IPAddress, via: str) -> list[Packet]:
@@ -147,7 +162,10 @@ def _published_at(
                 ]
     if not found:
         what = f"port {port}/{proto}" if port else "any port"
-        raise DockwallError(f"nothing is published on {what} at {address}")
+        raise NotGoverned(
+            f"no container is published on {what} at {address} (traffic to the "
+            "host itself goes through INPUT)"
+        )
     return found
 
 

@@ -179,6 +179,8 @@ def check_text(result: CheckResult, source: str, dest: str) -> str:
         else "the installed rules DIFFER from the current policy (drift, or a policy edited "
         "but not applied): answered from the installed rules"
     )
+    if result.not_governed:
+        return f"{source} -> {dest}: not governed by dockwall: {result.not_governed}"
     out = [f"{source} -> {dest}, arriving on {result.via} ({sync})"]
     for v in result.verdicts:
         t = v.target
@@ -210,6 +212,7 @@ def check_json(result: CheckResult, source: str, dest: str) -> str:
         "dest": dest,
         "via": result.via,
         "installed_matches_policy": result.in_sync,
+        "not_governed": result.not_governed or None,
         "verdicts": [
             {
                 "container": v.target.container.name,

@@ -5,10 +5,13 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
+import pytest
+
+from dockwall import explain
 from dockwall.compiler import compile_policy, selects
 from dockwall.hoststate import Container, Endpoint
 from dockwall.policy import Selector, parse_policy
-from dockwall.values import Family
+from dockwall.values import Family, Proto
 from tests.hostfile import load_host
 
 SCENARIOS = Path(__file__).parents[1] / "scenarios"
@@ -76,3 +79,19 @@ def test_selector_keys_must_all_match() -> None:
     assert selects(Selector(compose=(None, "s")), c)
     assert not selects(Selector(compose=("q", "s")), c)
     assert not selects(Selector(), c)
+
+
+def test_check_says_container_traffic_and_host_traffic_are_not_governed() -> None:
+    host = load_host(SCENARIOS / "seed" / "host.yaml")
+    with pytest.raises(explain.NotGoverned, match="is container www-nginx"):
+        explain.check_source(host, ipaddress.ip_address("192.0.2.2"))
+    with pytest.raises(explain.NotGoverned, match="no container is published on port 22/tcp"):
+        explain.targets(host, "198.51.100.1", Family.V4, 22, Proto.TCP)
+    found = explain.targets(host, "198.51.100.1", Family.V4, 8080, Proto.TCP)
+    assert [(t.container.name, t.container_port, t.published) for t in found] == [
+        ("admin-app", 80, True)
+    ]
+    direct = explain.targets(host, "2001:db8:d0c:1::2", Family.V6, None, Proto.TCP)
+    assert [(t.container.name, t.bridge, t.published) for t in direct] == [
+        ("db", "br-5e3f0c1a2b4d", False)
+    ]
