@@ -28,7 +28,8 @@ wait_for_apt_lock() {
 }
 
 stable_packages=(docker.io iptables nftables ipset busybox-static curl iproute2
-                 conntrack python3-venv psmisc procps util-linux)
+                 conntrack python3-venv psmisc procps util-linux
+                 dbus-daemon dbus-bin)
 
 missing=()
 for pkg in "${stable_packages[@]}"; do

@@ -29,7 +29,14 @@ def dockwall(
 class RunningDaemon:
     """`dockwall run` in the sandbox's host namespace, logging to a file; stopped by pid."""
 
-    def __init__(self, sandbox: Sandbox, policy: Path, log_path: Path, *extra: str) -> None:
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        policy: Path,
+        log_path: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         argv = [
             sys.executable,
             "-m",
@@ -50,7 +57,7 @@ class RunningDaemon:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env=_env(sandbox),
+            env={**_env(sandbox), **(env or {})},
         )
 
     def log(self) -> str:

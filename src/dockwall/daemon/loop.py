@@ -22,6 +22,7 @@ from dockwall.backends.base import Backend, Change
 from dockwall.compiler import compile_policy
 from dockwall.daemon import describe, sdnotify
 from dockwall.daemon.events import EventFollower
+from dockwall.daemon.firewalld import FirewalldListener
 from dockwall.daemon.triggers import Kind, Trigger, Triggers, wait
 from dockwall.errors import DockerError, DockwallError, PolicyError
 from dockwall.hoststate import HostState
@@ -56,9 +57,11 @@ class Daemon:
     _timings: dict[str, float] = field(default_factory=dict)
 
     def run(self) -> None:
+        firewalld = FirewalldListener(self.triggers)
         follower = EventFollower(lambda: snapshot.connect(self.settings.docker_host), self.triggers)
         self._signals()
         follower.start()
+        firewalld.start()
         self.reconcile([Trigger(Kind.DOCKER_UP, "dockwall started", time.time())])
         sdnotify.notify("READY=1")
         log.info("running", extra={FIELDS: {"policy": str(self.settings.policy_path)}})
@@ -66,6 +69,7 @@ class Daemon:
             self._loop()
         finally:
             follower.stop()
+            firewalld.stop()
             sdnotify.notify("STOPPING=1")
             log.info("stopped; the rules stay in place")
 
@@ -84,6 +88,8 @@ class Daemon:
                 self.reload()
             if any(t.kind in SNAPSHOT_KINDS for t in batch):
                 self.reconcile(batch)
+            elif any(t.kind is Kind.FIREWALL_RELOADED for t in batch):
+                self.check_drift()
             elif time.monotonic() >= next_check:
                 began = time.monotonic()
                 self.check_drift()

@@ -15,6 +15,7 @@ class Kind(Enum):
     DOCKER_DOWN = "docker-down"  # the event stream ended
     RELOAD = "reload"  # SIGHUP: read the policy file again
     CHECK = "check"  # time for the drift check
+    FIREWALL_RELOADED = "firewall-reloaded"  # firewalld said it reloaded: check at once
     STOP = "stop"  # SIGTERM/SIGINT
 
 
