@@ -208,3 +208,33 @@ def test_plan_speaks_in_policy_terms_and_status_says_when(
     assert "installed rules match it: NO" in status.stdout
     assert "applied 20" in status.stdout
     assert "\x1b[" not in status.stdout  # no colour codes when piped
+
+
+def test_large_group_is_an_ipset_swapped_on_change(host: SeededSandbox, tmp_path: Path) -> None:
+    """A group above the set threshold is one ipset match; changing the group swaps the set
+    (the rules stay as they are); remove leaves no set behind."""
+    box = host.sandbox
+    many = [f"198.51.100.{n}" for n in range(20, 40)] + ["198.51.100.10", "198.51.100.11"]
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\ngroups:\n  office: [" + ", ".join(many) + "]\nrules:\n"
+        "  - {name: office, from: office, via: eth0}\n"
+    )
+    apply(host, policy)
+    assert "--match-set dw4-office src" in saved_rules(host)
+    wan = addr("198.51.100.1")
+    cases = [
+        (addr("198.51.100.10"), wan, 8080),
+        (addr("198.51.100.11"), wan, 8080),
+        (addr("198.51.100.99"), wan, 8080),
+    ]
+    assert box.probe_auto(cases) == [True, True, False]
+    rules_before = [ln for ln in saved_rules(host).splitlines() if "DOCKWALL" in ln]
+    policy.write_text(policy.read_text().replace(", 198.51.100.11]", "]"))
+    apply(host, policy)
+    assert [ln for ln in saved_rules(host).splitlines() if "DOCKWALL" in ln] == rules_before
+    assert box.probe_auto(cases) == [True, False, False]
+    sets = box.run_in_host(["ipset", "list", "-n"]).stdout.split()
+    assert sets == ["dw4-office"], sets
+    dockwall(box, "remove")
+    assert box.run_in_host(["ipset", "list", "-n"]).stdout.split() == []

@@ -29,10 +29,15 @@ class FamilyChange:
 @dataclass(frozen=True)
 class Change:
     families: tuple[FamilyChange, ...]
+    # Steps a backend takes around the family transactions (the iptables backend: ipsets),
+    # in its own input language; "" if none.
+    prepare: str = ""  # before: nothing the installed rules use changes
+    commit: str = ""  # after all families succeeded
+    abort: str = ""  # after a family failed: undo prepare
 
     @property
     def pending(self) -> bool:
-        return any(f.pending for f in self.families)
+        return bool(self.prepare or self.commit) or any(f.pending for f in self.families)
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 
 from dockwall import proc
-from dockwall.backends.base import Change, FamilyChange, Hits
-from dockwall.backends.iptables import evaluate, render, saved, transaction
+from dockwall.backends.base import Change, Hits
+from dockwall.backends.iptables import evaluate, ipsets, render, saved, transaction
 from dockwall.errors import BackendError
 from dockwall.packets import Decision, Outcome, Packet
 from dockwall.ruleset import Ruleset
@@ -15,6 +16,7 @@ from dockwall.values import Family
 FAMILIES = (Family.V4, Family.V6)
 TIMEOUT = 30.0  # seconds for one save or restore
 WAIT = "5"  # seconds to wait for the xtables lock
+IPSET = "ipset"
 
 
 @dataclass(frozen=True)
@@ -40,32 +42,58 @@ class IptablesBackend:
         text = proc.run([TOOLS[family].save, "-c", "-t", "filter"], timeout=TIMEOUT)
         return saved.parse(text)
 
-    def plan(self, ruleset: Ruleset) -> Change:
-        return Change(tuple(self._plan_family(f, ruleset) for f in self.families))
+    def read_sets(self) -> ipsets.Sets:
+        """dockwall's ipsets; none if the ipset tool is missing (then no rule can use one)."""
+        if shutil.which(IPSET) is None:
+            return {}
+        return ipsets.parse(proc.run([IPSET, "save"], timeout=TIMEOUT))
 
-    def _plan_family(self, family: Family, ruleset: Ruleset) -> FamilyChange:
-        wanted = render.render(family, ruleset.in_family(family))
-        return transaction.to_apply(family, self.read(family), wanted)
+    def plan(self, ruleset: Ruleset) -> Change:
+        state = {f: self.read(f) for f in self.families}
+        families = tuple(
+            transaction.to_apply(f, state[f], render.render(f, ruleset.in_family(f)))
+            for f in self.families
+        )
+        want = {f: ipsets.wanted(f, ruleset.in_family(f)) for f in self.families}
+        used = any(
+            "--match-set" in spec for s in state.values() for c in s.chains.values() for spec in c
+        )
+        installed = self.read_sets() if any(want.values()) or used else {}
+        steps = ipsets.steps(installed, want)
+        return Change(families, steps.prepare, steps.commit, steps.abort)
 
     def decide(self, ruleset: Ruleset, packets: list[Packet]) -> tuple[list[Decision], bool]:
         families = {Family.of(p.source) for p in packets}
-        installed = {f: self.read(f).chains for f in families}
+        state = {f: self.read(f) for f in families}
+        installed = {f: s.chains for f, s in state.items()}
         in_sync = all(installed[f] == render.render(f, ruleset.in_family(f)) for f in families)
-        if not all(installed.values()):
+        hooked = all(transaction.hook_ok(s, transaction.hook_chain(s)) for s in state.values())
+        if not (hooked and all(installed.values())):
             return [Decision(Outcome.NOT_INSTALLED, "", "", None) for _ in packets], in_sync
-        decided = [evaluate.evaluate(installed[Family.of(p.source)], p) for p in packets]
+        sets = self.read_sets()
+        in_sync = in_sync and all(
+            sets.get(n) == m for f in families for n, m in ipsets.wanted(f, ruleset).items()
+        )
+        decided = [evaluate.evaluate(installed[Family.of(p.source)], p, sets) for p in packets]
         return decided, in_sync
 
     def plan_remove(self) -> Change:
-        return Change(tuple(transaction.to_remove(f, self.read(f)) for f in self.families))
+        families = tuple(transaction.to_remove(f, self.read(f)) for f in self.families)
+        return Change(families, commit=ipsets.remove_all(self.read_sets()))
 
     def apply(self, change: Change) -> None:
         """One restore per family that has something to do, side by side. If one family's
         transaction is refused, the others are put back: all families change, or none."""
+        if change.prepare:
+            self._ipset(change.prepare, on_error=change.abort)
         pending = [f for f in change.families if f.pending]
         errors = proc.run_all([(self._restore(f.family), f.payload) for f in pending], TIMEOUT)
         if not any(errors):
+            if change.commit:
+                self._ipset(change.commit)
             return
+        if change.abort:
+            self._ipset(change.abort, check=False)
         undo = [
             (self._restore(f.family), f.undo)
             for f, e in zip(pending, errors, strict=True)
@@ -76,6 +104,17 @@ class IptablesBackend:
         if undo_errors:
             message += "; and putting back the other family failed: " + "; ".join(undo_errors)
         raise BackendError(message + ("" if undo_errors else "; nothing was changed"))
+
+    @staticmethod
+    def _ipset(commands: str, on_error: str = "", check: bool = True) -> None:
+        """One `ipset restore` (-exist: re-creating or destroying twice is no error)."""
+        try:
+            proc.run([IPSET, "-exist", "restore"], stdin=commands, timeout=TIMEOUT)
+        except BackendError:
+            if on_error:
+                proc.run_all([([IPSET, "-exist", "restore"], on_error)], TIMEOUT)
+            if check:
+                raise
 
     @staticmethod
     def _restore(family: Family) -> list[str]:

@@ -11,6 +11,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from dockwall.backends.iptables.ipsets import Sets
 from dockwall.backends.iptables.render import ENTRY
 from dockwall.errors import BackendError
 from dockwall.packets import Decision, Outcome, Packet
@@ -18,7 +19,8 @@ from dockwall.packets import Decision, Outcome, Packet
 MAX_STEPS = 100_000  # rules walked at most: a loop in edited chains can't hang us
 
 
-def evaluate(chains: dict[str, list[str]], packet: Packet) -> Decision:
+def evaluate(chains: dict[str, list[str]], packet: Packet, sets: Sets | None = None) -> Decision:
+    """The fate of packet in chains; sets holds the members of the ipsets the rules name."""
     chain, index, steps = ENTRY, 0, 0
     stack: list[tuple[str, int]] = []
     while True:
@@ -35,7 +37,7 @@ def evaluate(chains: dict[str, list[str]], packet: Packet) -> Decision:
         if steps > MAX_STEPS:
             raise BackendError("the installed chains loop")
         rule = _parse(spec)
-        if not rule.matches(packet):
+        if not rule.matches(packet, sets or {}):
             index += 1
             continue
         if rule.target == "LOG":
@@ -62,11 +64,14 @@ class _Rule:
     ports: tuple[int, int] | None = None
     new_only: bool = False  # "--ctstate RELATED,ESTABLISHED" never matches a first packet
     comment: str | None = None
+    match_set: str | None = None  # ipset the source must be in
     action: str = ""
     target: str = ""
 
-    def matches(self, packet: Packet) -> bool:
+    def matches(self, packet: Packet, sets: Sets) -> bool:
         checks = (
+            self.match_set is None
+            or any(packet.source in net for net in sets.get(self.match_set, ())),
             self.source is None or packet.source in self.source,
             self.destination is None or packet.destination in self.destination,
             _iface(self.in_interface, packet.in_interface),
@@ -95,7 +100,9 @@ def _parse(spec: str) -> _Rule:
             continue
         value = words[i + 1] if i + 1 < len(words) else ""
         _apply(rule, words[i], value, negate)
-        negate, i = False, i + 2
+        if words[i] == "--match-set" and words[i + 2 : i + 3] != ["src"]:
+            raise BackendError(f"cannot read installed rule (only source sets): {spec}")
+        negate, i = False, i + (3 if words[i] == "--match-set" else 2)
     if not rule.action:
         raise BackendError(f"cannot read installed rule: {spec}")
     return rule
@@ -137,6 +144,7 @@ _OPTIONS: dict[str, Callable[[_Rule, str, bool], None]] = {
     "--ctstate": _set("new_only", lambda v: "NEW" not in v.split(",")),
     "--comment": _set("comment", lambda v: v.removeprefix("dockwall:")),
     "--reject-with": lambda rule, value, negate: None,
+    "--match-set": _set("match_set", str),
     "--limit": lambda rule, value, negate: None,  # rate limits only apply to LOG lines
     "--limit-burst": lambda rule, value, negate: None,
     "--log-prefix": lambda rule, value, negate: None,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from dockwall.backends.iptables import ipsets
 from dockwall.ruleset import Allow, Ruleset
 from dockwall.values import (
     Family,
@@ -48,7 +49,7 @@ def render(family: Family, ruleset: Ruleset) -> Chains:
     """All of dockwall's chains for one family; ruleset must already be narrowed to it."""
     classes = destination_classes(ruleset.allows)
     chains: Chains = {ENTRY: list(_entry(ruleset)), GOVERNED: []}
-    governed = [line for a in ruleset.allows if a.destinations is None for line in _matches(a)]
+    governed = [ln for a in ruleset.allows if a.destinations is None for ln in _matches(a, family)]
     for number, (destinations, members) in enumerate(classes, start=1):
         governed += [f"-d {_net(d)} -g {PREFIX}-C{number}" for d in destinations]
         logged = [a.rule for a in members if a.log]
@@ -58,7 +59,8 @@ def render(family: Family, ruleset: Ruleset) -> Chains:
             if logged
             else [f"-g {DEFAULT}"]
         )
-        chains[f"{PREFIX}-C{number}"] = [*(ln for a in members for ln in _matches(a)), *ending]
+        matches = [ln for a in members for ln in _matches(a, family)]
+        chains[f"{PREFIX}-C{number}"] = [*matches, *ending]
     chains[GOVERNED] = [*governed, f"-g {DEFAULT}"]
     log = [_log(ruleset.log_rate, "default")] if ruleset.log_default else []
     chains[DEFAULT] = [*log, _default(family, ruleset.default)]
@@ -100,14 +102,19 @@ def _entry(ruleset: Ruleset) -> Iterator[str]:
         yield f"-o {bridge} -g {GOVERNED}"
 
 
-def _matches(allow: Allow) -> Iterator[str]:
-    """One line per (source, port range) of an allow; destinations are matched by the caller."""
+def _matches(allow: Allow, family: Family) -> Iterator[str]:
+    """One line per (source, port range) of an allow, or per port range with a source set;
+    destinations are matched by the caller. Parts in the order iptables-save prints them."""
     via = [] if allow.via is None else [f"-i {checked_ifname(allow.via)}"]
     comment = f'-m comment --comment "dockwall:{checked_name(allow.rule)}" -j RETURN'
-    for source in allow.sources if allow.sources is not None else (None,):
+    by_set = ipsets.uses_set(allow)
+    sources = (None,) if allow.sources is None or by_set else allow.sources
+    match_set = [f"-m set --match-set {ipsets.name(family, allow.rule)} src"] if by_set else []
+    for source in sources:
         for ports in allow.ports or (None,):
             src = [] if source is None else [f"-s {_net(source)}"]
-            yield " ".join([*src, *via, *_ports(ports), comment])
+            proto = [] if ports is None else [f"-p {ports.proto.value}"]
+            yield " ".join([*src, *via, *proto, *match_set, *_ports(ports), comment])
 
 
 def _default(family: Family, verdict: Verdict) -> str:
@@ -121,7 +128,7 @@ def _ports(ports: PortRange | None) -> list[str]:
     if ports is None:
         return []
     span = str(ports.first) if ports.first == ports.last else f"{ports.first}:{ports.last}"
-    return [f"-p {ports.proto.value} -m conntrack --ctorigdstport {span}"]
+    return [f"-m conntrack --ctorigdstport {span}"]
 
 
 def _net(net: IPNetwork) -> str:
