@@ -155,8 +155,63 @@ def inner(seed_way_rules: int) -> None:
         f"re-apply, nothing changed: {t_again * 1000:7.1f} ms, pending={again.pending}, "
         f"kernel writes (restore calls): {restores}"
     )
+    update_cost(backend)
     backend.apply(backend.plan_remove())
     seed_way(ruleset, count, seed_way_rules)
+
+
+def one_more(host: HostState) -> HostState:
+    """host with one more container, selected by rule0 (label app=app0)."""
+    extra = Container(
+        "f" * 64,
+        "newcomer",
+        {"app": "app0"},
+        (
+            Endpoint(
+                "net0", ipaddress.ip_address("10.255.0.1"), ipaddress.ip_address("fd00:d0c::ffff")
+            ),
+        ),
+        (PublishedPort(None, 30000, 80, Proto.TCP),),
+    )
+    return HostState((*host.containers, extra), host.networks, host.interfaces, "bench")
+
+
+def time_adding_one(  # type: ignore[no-untyped-def]
+    backend: IptablesBackend, policy, host: HostState, fresh: bool
+) -> float:
+    """Median time of plan + apply for one container coming (and going, untimed). fresh:
+    read the kernel first (`dockwall apply`); else trust the last apply (`dockwall run`)."""
+    without = compile_policy(policy, host).ruleset
+    with_one = compile_policy(policy, one_more(host)).ruleset
+    backend.apply(backend.plan(without))
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        backend.apply(backend.plan(with_one, fresh=fresh))
+        times.append(time.perf_counter() - start)
+        backend.apply(backend.plan(without, fresh=fresh))
+    return statistics.median(times)
+
+
+def update_cost(backend: IptablesBackend) -> None:
+    policy = parse_policy(synthetic_policy(), "bench.yaml")
+    small_policy = parse_policy(
+        b"version: 1\nrules:\n  - {name: rule0, from: any, to: {label: app=app0}}\n", "s.yaml"
+    )
+    empty = HostState((), synthetic_host().networks[:1], frozenset({"eth0"}), "bench")
+    for fresh, how in (
+        (False, "dockwall run (trusts its last apply)"),
+        (True, "dockwall apply (reads the kernel first)"),
+    ):
+        big = time_adding_one(backend, policy, synthetic_host(), fresh)
+        backend.apply(backend.plan_remove())
+        small = time_adding_one(backend, small_policy, empty, fresh)
+        backend.apply(backend.plan_remove())
+        print(
+            f"adding one container, {how}: {big * 1000:.1f} ms with {CONTAINERS} containers "
+            f"and {ADDRESSES} addresses managed, {small * 1000:.1f} ms on an empty host: "
+            f"{big / small:.2f}x (target <= 1.2x)"
+        )
 
 
 def seed_way(ruleset, count: int, limit: int) -> None:  # type: ignore[no-untyped-def]

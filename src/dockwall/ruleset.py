@@ -52,4 +52,5 @@ class Ruleset:
 def _only(nets: tuple[IPNetwork, ...] | None, family: Family) -> tuple[IPNetwork, ...] | None:
     if nets is None:
         return None
-    return tuple(n for n in nets if Family.of(n) is family)
+    version = 4 if family is Family.V4 else 6
+    return tuple(n for n in nets if n.version == version)

@@ -1,4 +1,5 @@
-"""Golden scenarios: one folder per story, policy + host in, rendered rules per family out.
+"""Golden scenarios: one folder per story, policy + host in, rendered rules per family out
+(iptables: expected.ipv4.rules, expected.ipv6.rules; nftables, both families: expected.nft).
 
 Set UPDATE_GOLDEN=1 to rewrite the expected files after a deliberate change; review the diff.
 """
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from dockwall.backends.iptables import render
+from dockwall.backends.nftables import model as nft_model
+from dockwall.backends.nftables import render as nft_render
 from dockwall.compiler import compile_policy
 from dockwall.policy import load_policy
 from dockwall.values import Family
@@ -33,6 +36,22 @@ def test_rendered_rules_match_golden(scenario: str, family: Family) -> None:
     folder = SCENARIOS / scenario
     expected = folder / f"expected.{family.value}.rules"
     actual = rendered(folder, family)
+    if os.environ.get("UPDATE_GOLDEN"):
+        expected.write_text(actual)
+    assert actual == expected.read_text()
+
+
+def rendered_nft(scenario: Path) -> str:
+    policy = load_policy(scenario / "policy.yaml")
+    compiled = compile_policy(policy, load_host(scenario / "host.yaml"))
+    return nft_model.text(nft_render.render(compiled.ruleset))
+
+
+@pytest.mark.parametrize("scenario", sorted(p.name for p in SCENARIOS.iterdir()))
+def test_rendered_nftables_table_matches_golden(scenario: str) -> None:
+    folder = SCENARIOS / scenario
+    expected = folder / "expected.nft"
+    actual = rendered_nft(folder)
     if os.environ.get("UPDATE_GOLDEN"):
         expected.write_text(actual)
     assert actual == expected.read_text()

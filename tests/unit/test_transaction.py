@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from dockwall.backends.iptables import saved, transaction
 from dockwall.values import Family
 
@@ -142,3 +145,34 @@ def test_undo_of_a_first_install_removes_it() -> None:
     change = transaction.to_apply(Family.V4, state, WANTED)
     assert change.undo.splitlines()[:2] == ["*filter", "-D DOCKER-USER -j DOCKWALL"]
     assert "-X DOCKWALL" in change.undo.splitlines()
+
+
+def simulate(rules: list[str], script: list[str]) -> list[str]:
+    """What iptables does with -D CHAIN N / -I CHAIN N RULE, in order."""
+    rules = list(rules)
+    for line in script:
+        op, _chain, number, *rest = line.split(" ", 3)
+        if op == "-D":
+            del rules[int(number) - 1]
+        else:
+            rules.insert(int(number) - 1, rest[0])
+    return rules
+
+
+@given(
+    old=st.lists(st.sampled_from("abcdefgh"), max_size=40),
+    new=st.lists(st.sampled_from("abcdefgh"), max_size=40),
+)
+def test_edit_scripts_turn_the_old_chain_into_the_new(old: list[str], new: list[str]) -> None:
+    script = transaction.edit_script("C", old, new)
+    if script is not None:
+        assert simulate(old, script) == new
+        assert len(script) < len(new)
+
+
+def test_one_more_container_is_one_inserted_rule() -> None:
+    old = [f"-d 192.0.2.{n}/32 -g DOCKWALL-C1" for n in range(2, 200)] + ["-g DOCKWALL-DEFAULT"]
+    new = [*old[:50], "-d 198.51.100.5/32 -g DOCKWALL-C1", *old[50:]]
+    assert transaction.edit_script("DOCKWALL-IN", old, new) == [
+        "-I DOCKWALL-IN 51 -d 198.51.100.5/32 -g DOCKWALL-C1"
+    ]

@@ -56,8 +56,10 @@ class Backend(Protocol):
         """Packets and bytes each policy rule let through (by rule name), and DEFAULT_HITS."""
         ...
 
-    def plan(self, ruleset: Ruleset) -> Change:
-        """Read the kernel and work out what makes it match ruleset. Writes nothing."""
+    def plan(self, ruleset: Ruleset, fresh: bool = True) -> Change:
+        """Work out what makes the kernel match ruleset. Writes nothing. fresh=False may trust
+        what this backend object itself last applied instead of reading the kernel again (the
+        daemon, between its drift checks)."""
         ...
 
     def plan_remove(self) -> Change:

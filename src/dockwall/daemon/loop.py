@@ -128,7 +128,8 @@ class Daemon:
     def reconcile(self, batch: list[Trigger]) -> None:
         began = time.monotonic()
         try:
-            host = self._snapshot(fresh=any(t.kind is not Kind.EVENT for t in batch))
+            fresh = any(t.kind is not Kind.EVENT for t in batch)  # Docker or policy anew
+            host = self._snapshot(fresh)
         except DockerError as exc:
             self._docker_unreadable(exc)
             return
@@ -144,7 +145,7 @@ class Daemon:
         for warning in compiled.warnings:
             if self.applied is None or compiled.ruleset != self.applied:
                 log.warning(warning)
-        if self._enforce(compiled.ruleset, why):
+        if self._enforce(compiled.ruleset, why, fresh):
             self._record(compiled.ruleset, host)
         self.host = host
         self._latencies(batch)
@@ -172,13 +173,13 @@ class Daemon:
         if self.applied is not None:
             self._enforce(self.applied, ["drift: the installed rules were changed by someone"])
 
-    def _enforce(self, ruleset: Ruleset, why: list[str]) -> bool:
+    def _enforce(self, ruleset: Ruleset, why: list[str], fresh: bool = True) -> bool:
         """Make the kernel match ruleset; log what changed and why; True if it wrote.
         Errors are logged and retried at the next trigger or check; the kernel keeps what
         it had."""
         try:
             began = time.monotonic()
-            change = self.kernel.plan(ruleset)
+            change = self.kernel.plan(ruleset, fresh=fresh)
             planned = time.monotonic()
             if change.pending:
                 self.kernel.apply(change)

@@ -36,6 +36,9 @@ class IptablesBackend:
 
     def __init__(self, families: tuple[Family, ...] = FAMILIES) -> None:
         self.families = families
+        self._known: dict[Family, saved.Saved] = {}  # what the kernel holds after our apply
+        self._known_sets: ipsets.Sets | None = None
+        self._planned: tuple[dict[Family, saved.Saved], ipsets.Sets] | None = None
 
     def read(self, family: Family) -> saved.Saved:
         """The filter table of one family, with counters."""
@@ -48,19 +51,27 @@ class IptablesBackend:
             return {}
         return ipsets.parse(proc.run([IPSET, "save"], timeout=TIMEOUT))
 
-    def plan(self, ruleset: Ruleset) -> Change:
-        state = {f: self.read(f) for f in self.families}
-        families = tuple(
-            transaction.to_apply(f, state[f], render.render(f, ruleset.in_family(f)))
-            for f in self.families
-        )
-        want = {f: ipsets.wanted(f, ruleset.in_family(f)) for f in self.families}
+    def plan(self, ruleset: Ruleset, fresh: bool = True) -> Change:
+        trusted = not fresh and len(self._known) == len(self.families)
+        state = {f: self._known[f] if trusted else self.read(f) for f in self.families}
+        narrowed = {f: ruleset.in_family(f) for f in self.families}
+        wanted = {f: render.render(f, narrowed[f]) for f in self.families}
+        families = tuple(transaction.to_apply(f, state[f], wanted[f]) for f in self.families)
+        want = {f: ipsets.wanted(f, narrowed[f]) for f in self.families}
         used = any(
             "--match-set" in spec for s in state.values() for c in s.chains.values() for spec in c
         )
-        installed = self.read_sets() if any(want.values()) or used else {}
+        if trusted and self._known_sets is not None:
+            installed = self._known_sets
+        else:
+            installed = self.read_sets() if any(want.values()) or used else {}
         steps = ipsets.steps(installed, want)
-        return Change(families, steps.prepare, steps.commit, steps.abort)
+        after = {f: transaction.after(state[f], wanted[f]) for f in self.families}
+        self._planned = (after, {n: m for sets in want.values() for n, m in sets.items()})
+        change = Change(families, steps.prepare, steps.commit, steps.abort)
+        if not change.pending:
+            self._remember()
+        return change
 
     def decide(self, ruleset: Ruleset, packets: list[Packet]) -> tuple[list[Decision], bool]:
         families = {Family.of(p.source) for p in packets}
@@ -78,6 +89,7 @@ class IptablesBackend:
         return decided, in_sync
 
     def plan_remove(self) -> Change:
+        self._planned = None  # after a removal nothing of ours is known to be there
         families = tuple(transaction.to_remove(f, self.read(f)) for f in self.families)
         return Change(families, commit=ipsets.remove_all(self.read_sets()))
 
@@ -91,7 +103,9 @@ class IptablesBackend:
         if not any(errors):
             if change.commit:
                 self._ipset(change.commit)
+            self._remember()
             return
+        self._known, self._known_sets = {}, None
         if change.abort:
             self._ipset(change.abort, check=False)
         undo = [
@@ -104,6 +118,14 @@ class IptablesBackend:
         if undo_errors:
             message += "; and putting back the other family failed: " + "; ".join(undo_errors)
         raise BackendError(message + ("" if undo_errors else "; nothing was changed"))
+
+    def _remember(self) -> None:
+        """The last plan is what the kernel holds now (applied, or nothing to do)."""
+        if self._planned is None:
+            self._known, self._known_sets = {}, None
+        else:
+            self._known, self._known_sets = dict(self._planned[0]), self._planned[1]
+        self._planned = None
 
     @staticmethod
     def _ipset(commands: str, on_error: str = "", check: bool = True) -> None:

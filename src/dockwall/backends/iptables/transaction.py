@@ -3,6 +3,8 @@ wanted (or removes dockwall). Pure: text in, text out."""
 
 from __future__ import annotations
 
+import difflib
+
 from dockwall.backends.base import FamilyChange
 from dockwall.backends.iptables.render import ENTRY, Chains
 from dockwall.backends.iptables.saved import HOOK_CHAINS, JUMP, Saved
@@ -22,9 +24,19 @@ def to_apply(family: Family, saved: Saved, wanted: Chains, undoable: bool = True
     if saved.chains == wanted and in_place:
         return FamilyChange(family, "")
     stale = [c for c in saved.chains if c not in wanted]
-    changed = {c: specs for c, specs in wanted.items() if saved.chains.get(c) != specs}
-    lines = [f":{chain} - [0:0]" for chain in [*changed, *stale]]  # creates or flushes
-    lines += [f"-A {chain} {spec}" for chain, specs in changed.items() for spec in specs]
+    rewrite, edits = {}, []
+    for chain, specs in wanted.items():
+        old = saved.chains.get(chain)
+        if old == specs:
+            continue
+        script = None if old is None else edit_script(chain, old, specs)
+        if script is None:
+            rewrite[chain] = specs
+        else:
+            edits += script
+    lines = [f":{chain} - [0:0]" for chain in [*rewrite, *stale]]  # creates or flushes
+    lines += [f"-A {chain} {spec}" for chain, specs in rewrite.items() for spec in specs]
+    lines += edits
     lines += [f"-X {chain}" for chain in stale]
     note = ""
     if not in_place:
@@ -34,6 +46,20 @@ def to_apply(family: Family, saved: Saved, wanted: Chains, undoable: bool = True
     added, removed = _diff(saved.chains, wanted)
     undo = _undo(family, saved, wanted) if undoable else ""
     return FamilyChange(family, _transaction(lines), added, removed, note, undo)
+
+
+def edit_script(chain: str, old: list[str], new: list[str]) -> list[str] | None:
+    """The -D/-I lines that turn chain's rules old into new, or None where rewriting the
+    chain is shorter. Small changes to long chains then cost what changed, not what exists.
+    Edits run from the end of the chain backwards, so each one's rule numbers still hold."""
+    script: list[str] = []
+    matcher = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
+    for tag, i1, i2, j1, j2 in reversed(matcher.get_opcodes()):
+        if tag in {"delete", "replace"}:
+            script += [f"-D {chain} {i1 + 1}"] * (i2 - i1)
+        if tag in {"insert", "replace"}:
+            script += [f"-I {chain} {i1 + 1 + k} {new[j1 + k]}" for k in range(j2 - j1)]
+    return script if len(script) < len(new) else None
 
 
 def after(saved: Saved, wanted: Chains) -> Saved:
