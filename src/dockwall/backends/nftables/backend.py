@@ -1,0 +1,93 @@
+"""NftablesBackend: the only code that reads or writes dockwall's nftables table.
+
+How "installed matches wanted" is decided: the table is read back with `nft -j list table
+inet dockwall` and normalised (readback.py) into the very shape render.py builds: sets with
+their elements, chains with their hook, every rule as canonical fragments. Equal means
+nothing to do, so applying the same Ruleset twice writes nothing; a flushed chain or set, an
+edited, added or deleted rule or element, or a missing table all differ and are repaired by
+replacing the table whole. (Counters and the table's comment are not compared: counters
+change with traffic, and nft 1.0.6 leaves table comments out of its JSON.)
+"""
+
+from __future__ import annotations
+
+from dockwall import proc
+from dockwall.backends.base import Change, Hits
+from dockwall.backends.nftables import evaluate, readback, render, transaction
+from dockwall.backends.nftables.model import FAMILY, NAME, Table
+from dockwall.errors import BackendError
+from dockwall.packets import Decision, Outcome, Packet
+from dockwall.ruleset import Ruleset
+
+NFT = "nft"
+TIMEOUT = 30.0  # seconds for one listing or transaction
+_MISSING = "No such file or directory"  # what nft says when the table is not there
+
+
+class NftablesBackend:
+    name = "nftables"
+
+    def __init__(self) -> None:
+        self._known: Table | None = None  # what the kernel holds after our last write or check
+        self._planned: Table | None = None  # what the last plan would leave there
+
+    def read(self) -> readback.Installed | None:
+        """dockwall's table with counters, or None if there is none."""
+        try:
+            text = proc.run([NFT, "-j", "list", "table", FAMILY, NAME], timeout=TIMEOUT)
+        except BackendError as exc:
+            if _MISSING in str(exc):
+                return None
+            raise
+        return readback.parse(text)
+
+    def plan(self, ruleset: Ruleset, fresh: bool = True) -> Change:
+        """fresh=False trusts what this object last applied (or found in sync) instead of
+        reading the kernel again, when it knows that."""
+        wanted = render.render(ruleset)
+        if not fresh and self._known is not None:
+            installed: Table | None = self._known
+        else:
+            found = self.read()
+            installed = None if found is None else found.table
+        change = transaction.to_apply(installed, wanted)
+        self._planned = wanted
+        if not change.pending:
+            self._known = wanted
+        return change
+
+    def plan_remove(self) -> Change:
+        self._planned = None  # after a removal nothing of ours is known to be there
+        installed = self.read()
+        return transaction.to_remove(None if installed is None else installed.table)
+
+    def apply(self, change: Change) -> None:
+        """One `nft -f` for the whole table (both families): all of it changes, or nothing."""
+        payloads = list(dict.fromkeys(f.payload for f in change.families if f.pending))
+        if not payloads:
+            return
+        if len(payloads) > 1:
+            raise BackendError("the families of an nftables change disagree; nothing was changed")
+        try:
+            proc.run([NFT, "-f", "-"], stdin=payloads[0], timeout=TIMEOUT)
+        except BackendError as exc:
+            self._known = None
+            raise BackendError(f"{exc}; nothing was changed") from None
+        self._known, self._planned = self._planned, None
+
+    def hits(self) -> dict[str, Hits]:
+        installed = self.read()
+        return {} if installed is None else readback.hits(installed)
+
+    def decide(self, ruleset: Ruleset, packets: list[Packet]) -> tuple[list[Decision], bool]:
+        """Whether the table matches ruleset, and what ruleset does with each packet.
+
+        Limitation: when the installed table differs from ruleset's rendering (drift, or a
+        policy not applied yet), the packets are still followed through ruleset, not through
+        the installed rules; in_sync False says so. Without a table: NOT_INSTALLED."""
+        installed = self.read()
+        wanted = render.render(ruleset)
+        if installed is None:
+            return [Decision(Outcome.NOT_INSTALLED, "", "", None) for _ in packets], False
+        decided = [evaluate.evaluate(ruleset, wanted, p) for p in packets]
+        return decided, installed.table == wanted

@@ -1,0 +1,19 @@
+"""Which firewall backend the Docker engine itself uses, from its `/info` response. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+def docker_uses_nftables(info: Mapping[str, object]) -> bool:
+    """True if the engine programs nftables directly (Docker 29's `--firewall-backend
+    nftables`): `/info` then has {"FirewallBackend": {"Driver": "nftables"}}, or
+    "nftables+firewalld" under firewalld. Engines before API 1.49 have no FirewallBackend
+    field, and "iptables" / "iptables+firewalld" mean iptables: False for all of those."""
+    backend = info.get("FirewallBackend")
+    if not isinstance(backend, Mapping):
+        return False
+    driver = backend.get("Driver")
+    if not isinstance(driver, str):
+        return False
+    return driver.split("+", 1)[0].strip().lower() == "nftables"

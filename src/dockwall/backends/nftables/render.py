@@ -1,0 +1,228 @@
+"""Render a Ruleset (both families) to dockwall's nftables table. Pure.
+
+    chain forward       hook forward, priority -10 (before Docker's filter FORWARD), policy accept
+                        replies and traffic from bridges: accept; to a bridge: goto governed
+    chain governed      one rule per allow (and family, and protocol): counter accept;
+                        allows for every container first (see in_order)
+                        destinations of a rule that logs: goto log-<rule>
+                        else [log "dockwall:default "] and the default: counter drop / reject
+    chain log-<rule>    rate-limited log "dockwall:<rule> ", then the default verdict
+
+An `accept` here only ends dockwall's chain: Docker's chains still run after it and decide
+what is published. A `drop` is final. So dockwall narrows what Docker exposes and never opens
+anything, as with the iptables backend (see backends/iptables/render.py for the same rules).
+
+Sets, one per rule and family (`flags interval`): src4-<rule> (sources), dst4-<rule>
+(containers), dst4_tcp-<rule> (container . dialed port), port_tcp-<rule> (dialed ports, any
+container), log4-<rule> (containers whose drops that rule logs). The kind before the first
+"-" has no "-" itself, so two rules' set names never collide. Addresses are collapsed
+(adjacent hosts become one prefix) and port ranges merged, so no two elements overlap.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from dockwall.backends.nftables.model import (
+    BASE,
+    GOVERNED,
+    LOG_PREFIX,
+    PRIORITY,
+    Chain,
+    NftSet,
+    Rule,
+    Table,
+    address,
+    nft_set,
+    ports,
+    table,
+)
+from dockwall.ruleset import Allow, Ruleset
+from dockwall.values import (
+    Family,
+    IPNetwork,
+    LogRate,
+    PortRange,
+    Proto,
+    Verdict,
+    checked_ifname,
+    checked_name,
+)
+
+FAMILIES = (Family.V4, Family.V6)
+_IP = {Family.V4: "ip", Family.V6: "ip6"}
+_ADDR = {Family.V4: "ipv4_addr", Family.V6: "ipv6_addr"}
+_DIGIT = {Family.V4: "4", Family.V6: "6"}
+_UNITS = {"sec": "second", "min": "minute", "hour": "hour", "day": "day"}
+BASE_SPEC = f"type filter hook forward priority {PRIORITY}; policy accept;"
+
+
+def render(ruleset: Ruleset) -> Table:
+    sets: dict[str, NftSet] = {}
+    governed = [rule for allow in in_order(ruleset.allows) for rule in _allow(allow, sets)]
+    log_rules, log_chains = _logging(ruleset, sets)
+    default = _log_line(ruleset, "default") if ruleset.log_default else []
+    default.append(Rule(("counter", _verdict(ruleset.default))))
+    chains = [
+        Chain(BASE, tuple(_entry(ruleset)), BASE_SPEC),
+        Chain(GOVERNED, (*governed, *log_rules, *default)),
+        *log_chains,
+    ]
+    return table(list(sets.values()), chains)
+
+
+def in_order(allows: tuple[Allow, ...]) -> list[Allow]:
+    """Allows for every container first, then the rest, each in policy order: the order the
+    iptables backend tries them in, so both count a packet under the same rule."""
+    return [a for a in allows if a.destinations is None] + [
+        a for a in allows if a.destinations is not None
+    ]
+
+
+def _entry(ruleset: Ruleset) -> list[Rule]:
+    prefixes = [checked_ifname(p) for p in ruleset.bridge_prefixes]
+    named = [checked_ifname(b) for b in ruleset.bridges]
+    # nft merges a name a wildcard already covers into the wildcard: leave it out ourselves.
+    names = [b for b in named if not any(b.startswith(p) for p in prefixes)]
+    bridges = sorted({*names, *(p + "*" for p in prefixes)})
+    rules = [Rule(("ct state established,related", "accept"))]
+    if bridges:
+        rules.append(Rule((f"iifname {_names(bridges)}", "accept")))
+        rules.append(Rule((f"oifname {_names(bridges)}", f"goto {GOVERNED}")))
+    return rules
+
+
+def _names(names: list[str]) -> str:
+    quoted = [f'"{n}"' for n in names]
+    return quoted[0] if len(quoted) == 1 else "{ " + ", ".join(quoted) + " }"
+
+
+def _allow(allow: Allow, sets: dict[str, NftSet]) -> list[Rule]:
+    """The rules of one allow: one per family it names (one for both if it names no address),
+    and per protocol of its ports."""
+    if allow.sources is None and allow.destinations is None:
+        return _allow_in(allow, None, sets)
+    narrowed = [(f, allow.in_family(f)) for f in FAMILIES]
+    return [r for f, a in narrowed if a is not None for r in _allow_in(a, f, sets)]
+
+
+def _allow_in(allow: Allow, family: Family | None, sets: dict[str, NftSet]) -> list[Rule]:
+    name = checked_name(allow.rule)
+    head = [] if allow.via is None else [f'iifname "{checked_ifname(allow.via)}"']
+    if allow.sources is not None and family is not None:
+        src = _add(sets, f"src{_DIGIT[family]}-{name}", _ADDR[family], _addresses(allow.sources))
+        head.append(f"{_IP[family]} saddr @{src}")
+    tails = _targets(allow, family, name, sets)
+    tail = ("counter", "accept")
+    return [Rule((*head, *t, *tail), f"dockwall:{name}") for t in tails]
+
+
+def _targets(
+    allow: Allow, family: Family | None, name: str, sets: dict[str, NftSet]
+) -> list[tuple[str, ...]]:
+    """What an allow says of destinations and dialed ports: one match list per protocol."""
+    by_proto = _ports_by_proto(allow.ports)
+    if allow.destinations is None or family is None:
+        if by_proto is None:
+            return [()]
+        return [
+            (f"meta l4proto {p}", f"ct original proto-dst @{_port_set(sets, p, name, spans)}")
+            for p, spans in by_proto.items()
+        ]
+    dests = _addresses(allow.destinations)
+    digit, ip = _DIGIT[family], _IP[family]
+    if by_proto is None:
+        return [(f"{ip} daddr @{_add(sets, f'dst{digit}-{name}', _ADDR[family], dests)}",)]
+    found: list[tuple[str, ...]] = []
+    for proto, spans in by_proto.items():
+        elements = [f"{d} . {s}" for d in dests for s in spans]
+        kind = f"{_ADDR[family]} . inet_service"
+        dst = _add(sets, f"dst{digit}_{proto}-{name}", kind, elements)
+        found.append((f"meta l4proto {proto}", f"{ip} daddr . ct original proto-dst @{dst}"))
+    return found
+
+
+def _port_set(sets: dict[str, NftSet], proto: Proto, name: str, spans: list[str]) -> str:
+    return _add(sets, f"port_{proto}-{name}", "inet_service", spans)
+
+
+def _add(sets: dict[str, NftSet], name: str, type_: str, elements: list[str]) -> str:
+    sets[name] = nft_set(name, type_, elements)
+    return name
+
+
+def _addresses(nets: Iterable[IPNetwork]) -> list[str]:
+    """Collapsed, so that no two elements of an interval set overlap."""
+    v4 = [n for n in nets if isinstance(n, ipaddress.IPv4Network)]
+    v6 = [n for n in nets if isinstance(n, ipaddress.IPv6Network)]
+    return [address(n) for n in ipaddress.collapse_addresses(v4)] + [
+        address(n) for n in ipaddress.collapse_addresses(v6)
+    ]
+
+
+def _ports_by_proto(ranges: tuple[PortRange, ...] | None) -> dict[Proto, list[str]] | None:
+    """Merged port ranges per protocol (tcp before udp); None: any port."""
+    if ranges is None:
+        return None
+    found: dict[Proto, list[str]] = {}
+    for proto in Proto:
+        spans = _merge(sorted((r.first, r.last) for r in ranges if r.proto is proto))
+        if spans:
+            found[proto] = [ports(first, last) for first, last in spans]
+    return found
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for first, last in spans:
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
+
+
+def _logging(ruleset: Ruleset, sets: dict[str, NftSet]) -> tuple[list[Rule], list[Chain]]:
+    """Drops of traffic to a container that a logging rule names are logged under the first
+    such rule (in policy order), once, and not again as the default's."""
+    rules, chains = [], []
+    for name, by_family in _log_destinations(ruleset).items():
+        checked = checked_name(name)
+        for family in FAMILIES:
+            if by_family.get(family):
+                digit = _DIGIT[family]
+                found = _add(sets, f"log{digit}-{checked}", _ADDR[family], by_family[family])
+                rules.append(Rule((f"{_IP[family]} daddr @{found}", f"goto {LOG_PREFIX}{checked}")))
+        ending = Rule(("counter", _verdict(ruleset.default)))
+        chains.append(Chain(LOG_PREFIX + checked, (*_log_line(ruleset, checked), ending)))
+    return rules, chains
+
+
+def _log_destinations(ruleset: Ruleset) -> dict[str, dict[Family, list[str]]]:
+    first_logger: dict[IPNetwork, str] = {}
+    for allow in ruleset.allows:
+        for destination in allow.destinations or ():
+            if allow.log:
+                first_logger.setdefault(destination, allow.rule)
+    grouped: dict[str, dict[Family, list[IPNetwork]]] = {}
+    for destination, name in first_logger.items():
+        grouped.setdefault(name, {}).setdefault(Family.of(destination), []).append(destination)
+    return {
+        name: {f: _addresses(nets) for f, nets in by_family.items()}
+        for name, by_family in grouped.items()
+    }
+
+
+def _log_line(ruleset: Ruleset, name: str) -> list[Rule]:
+    return [Rule((_limit(ruleset.log_rate), f'log prefix "dockwall:{checked_name(name)[:18]} "'))]
+
+
+def _limit(rate: LogRate) -> str:
+    return f"limit rate {rate.count}/{_UNITS[rate.unit]} burst {rate.burst} packets"
+
+
+def _verdict(verdict: Verdict) -> str:
+    if verdict is Verdict.DROP:
+        return "drop"
+    return "reject with icmpx port-unreachable"

@@ -1,0 +1,123 @@
+"""nftables rendering details that golden files don't make obvious."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from dockwall.backends.nftables import model, render
+from dockwall.errors import UnsafeValueError
+from dockwall.ruleset import Allow, Ruleset
+from dockwall.values import PortRange, Proto, Verdict
+
+net = ipaddress.ip_network
+
+
+def ruleset(*allows: Allow, bridges: tuple[str, ...] = ("docker0",)) -> Ruleset:
+    return Ruleset(bridges, ("br-",), allows, Verdict.DROP)
+
+
+def allow(name: str, **kw: object) -> Allow:
+    fields: dict[str, object] = {
+        "via": None,
+        "sources": None,
+        "destinations": None,
+        "ports": None,
+        **kw,
+    }
+    return Allow(name, 1, (name,), **fields)  # type: ignore[arg-type]
+
+
+def governed(rs: Ruleset) -> list[str]:
+    chain = render.render(rs).chain(model.GOVERNED)
+    assert chain is not None
+    return [r.text for r in chain.rules]
+
+
+def sets(rs: Ruleset) -> dict[str, tuple[str, ...]]:
+    return {s.name: s.elements for s in render.render(rs).sets}
+
+
+def test_an_allow_naming_no_address_is_one_rule_for_both_families() -> None:
+    ports = (PortRange(Proto.TCP, 80, 80), PortRange(Proto.UDP, 53, 53))
+    rs = ruleset(allow("web", via="eth0", ports=ports))
+    assert governed(rs)[:2] == [
+        'iifname "eth0" meta l4proto tcp ct original proto-dst @port_tcp-web counter accept '
+        'comment "dockwall:web"',
+        'iifname "eth0" meta l4proto udp ct original proto-dst @port_udp-web counter accept '
+        'comment "dockwall:web"',
+    ]
+    assert sets(rs) == {"port_tcp-web": ("80",), "port_udp-web": ("53",)}
+
+
+def test_overlapping_sources_and_ports_are_merged_so_interval_sets_accept_them() -> None:
+    sources = (net("203.0.113.0/28"), net("203.0.113.5/32"), net("2001:db8::1/128"))
+    ports = (
+        PortRange(Proto.TCP, 80, 80),
+        PortRange(Proto.TCP, 81, 90),
+        PortRange(Proto.TCP, 85, 86),
+    )
+    found = sets(
+        ruleset(allow("a", sources=sources, destinations=(net("192.0.2.2/32"),), ports=ports))
+    )
+    assert found["src4-a"] == ("203.0.113.0/28",)
+    assert found["dst4_tcp-a"] == ("192.0.2.2 . 80-90",)
+    assert "src6-a" not in found  # no IPv6 destination: the allow says nothing in IPv6
+
+
+def test_set_names_of_two_rules_never_collide() -> None:
+    dst = (net("192.0.2.2/32"),)
+    tcp = (PortRange(Proto.TCP, 80, 80),)
+    names = sets(ruleset(allow("tcp-x", destinations=dst), allow("x", destinations=dst, ports=tcp)))
+    assert set(names) == {"dst4-tcp-x", "dst4_tcp-x"}
+
+
+def test_a_bridge_a_wildcard_covers_is_left_to_the_wildcard() -> None:
+    rs = ruleset(bridges=("docker0", "br-5e3f0c1a2b4d", "custom0"))
+    base = render.render(rs).chain(model.BASE)
+    assert base is not None
+    assert base.rules[1].text == 'iifname { "br-*", "custom0", "docker0" } accept'
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        allow('x" drop; #'),
+        allow("ok", via='eth0" accept'),
+    ],
+)
+def test_names_that_could_inject_rule_text_are_refused(bad: Allow) -> None:
+    with pytest.raises(UnsafeValueError):
+        render.render(ruleset(bad))
+
+
+def test_reject_and_default_logging() -> None:
+    rs = Ruleset(("docker0",), ("br-",), (), Verdict.REJECT, log_default=True)
+    assert governed(rs) == [
+        'limit rate 5/second burst 10 packets log prefix "dockwall:default "',
+        "counter reject with icmpx port-unreachable",
+    ]
+
+
+def test_drops_are_logged_under_the_first_logging_rule_naming_the_container() -> None:
+    dst = (net("192.0.2.2/32"), net("2001:db8:d0c::2/128"))
+    first = allow("first", destinations=dst, ports=(PortRange(Proto.TCP, 80, 80),), log=True)
+    second = allow("second", destinations=dst, log=True)
+    table = render.render(ruleset(first, second))
+    assert {c.name for c in table.chains} == {"forward", "governed", "log-first"}
+    assert governed(ruleset(first, second))[-3:] == [
+        "ip daddr @log4-first goto log-first",
+        "ip6 daddr @log6-first goto log-first",
+        "counter drop",
+    ]
+
+
+def test_the_transaction_replaces_the_table_whole() -> None:
+    text = model.transaction(render.render(ruleset()))
+    assert text.splitlines()[:3] == [
+        "table inet dockwall {}",
+        "delete table inet dockwall",
+        "table inet dockwall {",
+    ]
+    assert "type filter hook forward priority -10; policy accept;" in text
