@@ -6,14 +6,16 @@ No printing here; the CLI decides how results look.
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from dockwall import explain, policydiff, record, routes, snapshot
 from dockwall.backends.base import Backend, Change
 from dockwall.backends.iptables.backend import IptablesBackend
+from dockwall.backends.nftables import NftablesBackend, docker_uses_nftables
 from dockwall.compiler import Compiled, compile_policy
-from dockwall.errors import BackendError
+from dockwall.errors import BackendError, DockerError
 from dockwall.hoststate import HostState
 from dockwall.policy import Policy, load_policy
 from dockwall.values import Family, IPAddress, Proto
@@ -28,8 +30,47 @@ class Context:
     compiled: Compiled
 
 
-def backend() -> Backend:
-    return IptablesBackend()
+BACKENDS = ("auto", "iptables", "nftables")
+
+
+def backend(name: str = "iptables") -> Backend:
+    """A backend by name; "auto" must be resolved first (choose_backend)."""
+    return NftablesBackend() if name == "nftables" else IptablesBackend()
+
+
+def choose_backend(asked: str | None, policy: Policy | None, docker_host: str | None) -> str:
+    """The command line's choice, else the policy's, else auto: nftables where Docker itself
+    runs its nftables firewall backend or the host has no iptables, else iptables."""
+    name = asked or (policy.backend if policy else "auto")
+    if name != "auto":
+        return name
+    if shutil.which("iptables-restore") is None:
+        return "nftables"
+    try:
+        info = snapshot.engine_info(snapshot.connect(docker_host))
+    except DockerError:
+        return "iptables"
+    return "nftables" if docker_uses_nftables(info) else "iptables"
+
+
+def retire_others(kernel: Backend) -> list[str]:
+    """After applying with one backend, remove what dockwall installed with the other (a
+    switch of backend leaves no second set of rules behind). Returns the names retired."""
+    retired = []
+    for name, tool in (("iptables", "iptables-restore"), ("nftables", "nft")):
+        other = name != kernel.name and shutil.which(tool) is not None
+        if other and remove(backend(name), forget=False).pending:
+            retired.append(name)
+    return retired
+
+
+def remove_all() -> list[Change]:
+    """Remove what either backend installed (each whose tool is on this host)."""
+    done = []
+    for name, tool in (("iptables", "iptables-restore"), ("nftables", "nft")):
+        if shutil.which(tool) is not None:
+            done.append(remove(backend(name)))
+    return done
 
 
 def prepare(policy_path: Path, docker_host: str | None) -> Context:
@@ -110,9 +151,11 @@ class CheckRequest:
     via: str | None
 
 
-def remove(kernel: Backend) -> Change:
+def remove(kernel: Backend, forget: bool = True) -> Change:
+    """Take out what dockwall installed with kernel; forget: also the record of the apply."""
     change = kernel.plan_remove()
     if change.pending:
         kernel.apply(change)
-    record.forget()
+    if forget:
+        record.forget()
     return change

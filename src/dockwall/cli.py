@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from dockwall import app, logfmt, record, report
+from dockwall.backends.base import Backend
 from dockwall.daemon import loop
 from dockwall.errors import DockerError, DockwallError, PolicyError, UnsafeValueError
 from dockwall.exposure import exposure
@@ -45,6 +46,21 @@ def _docker_option(func: F) -> F:
         default=None,
         help="Docker Engine address (default: $DOCKER_HOST, else the standard socket).",
     )(func)
+
+
+def _backend_option(func: F) -> F:
+    return click.option(
+        "--backend",
+        type=click.Choice(app.BACKENDS),
+        envvar="DOCKWALL_BACKEND",
+        default=None,
+        help="Firewall backend (default: the policy's `backend`, else auto: nftables where "
+        "Docker runs its nftables backend or there is no iptables, else iptables).",
+    )(func)
+
+
+def _kernel(asked: str | None, ctx: app.Context, docker_host: str | None) -> Backend:
+    return app.backend(app.choose_backend(asked, ctx.policy, docker_host))
 
 
 def _errors_to_exit(func: F) -> F:
@@ -99,8 +115,11 @@ def validate(policy_path: Path, docker_host: str | None) -> None:
 @_docker_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("-v", "--verbose", is_flag=True, help="Also the kernel rules that change.")
+@_backend_option
 @_errors_to_exit
-def plan(policy_path: Path, docker_host: str | None, as_json: bool, verbose: bool) -> None:
+def plan(
+    policy_path: Path, docker_host: str | None, as_json: bool, verbose: bool, backend: str | None
+) -> None:
     """Show what `apply` would change, in policy terms. Touches nothing.
 
     Exit code 0: nothing to do; 2: changes are pending; 1: error.
@@ -110,7 +129,7 @@ def plan(policy_path: Path, docker_host: str | None, as_json: bool, verbose: boo
       dockwall plan -p /etc/dockwall/policy.yaml
     """
     ctx = app.prepare(policy_path, docker_host)
-    result = app.plan_in_policy_terms(ctx, app.backend())
+    result = app.plan_in_policy_terms(ctx, _kernel(backend, ctx, docker_host))
     if as_json:
         click.echo(report.plan_json(result, ctx.compiled.warnings))
     else:
@@ -122,8 +141,9 @@ def plan(policy_path: Path, docker_host: str | None, as_json: bool, verbose: boo
 @main.command()
 @_policy_option
 @_docker_option
+@_backend_option
 @_errors_to_exit
-def apply(policy_path: Path, docker_host: str | None) -> None:
+def apply(policy_path: Path, docker_host: str | None, backend: str | None) -> None:
     """Install the policy: one atomic transaction per address family.
 
     \b
@@ -132,7 +152,10 @@ def apply(policy_path: Path, docker_host: str | None) -> None:
     """
     ctx = app.prepare(policy_path, docker_host)
     _warn(ctx.compiled.warnings)
-    change = app.apply(ctx, app.backend())
+    kernel = _kernel(backend, ctx, docker_host)
+    change = app.apply(ctx, kernel)
+    for retired in app.retire_others(kernel):
+        click.echo(f"removed the rules dockwall had installed with {retired}")
     if change.pending:
         click.echo(report.change_text(change))
         click.echo("applied")
@@ -144,8 +167,9 @@ def apply(policy_path: Path, docker_host: str | None) -> None:
 @_policy_option
 @_docker_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_backend_option
 @_errors_to_exit
-def status(policy_path: Path, docker_host: str | None, as_json: bool) -> None:
+def status(policy_path: Path, docker_host: str | None, as_json: bool, backend: str | None) -> None:
     """Show containers, addresses, published ports, and who may reach them.
 
     \b
@@ -153,7 +177,7 @@ def status(policy_path: Path, docker_host: str | None, as_json: bool) -> None:
       dockwall status -p /etc/dockwall/policy.yaml
     """
     ctx = app.prepare(policy_path, docker_host)
-    kernel = app.backend()
+    kernel = _kernel(backend, ctx, docker_host)
     in_sync = not app.plan(ctx, kernel).pending
     rows = exposure(ctx.compiled.ruleset, ctx.host)
     hits = kernel.hits()
@@ -191,6 +215,7 @@ def status(policy_path: Path, docker_host: str | None, as_json: bool) -> None:
 @_policy_option
 @_docker_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_backend_option
 @_errors_to_exit
 def check(
     *,
@@ -201,6 +226,7 @@ def check(
     policy_path: Path,
     docker_host: str | None,
     as_json: bool,
+    backend: str | None,
 ) -> None:
     """Explain what happens to connections from SOURCE to DEST.
 
@@ -215,7 +241,7 @@ def check(
     """
     request = _check_request(source, dest, port, via)
     ctx = app.prepare(policy_path, docker_host)
-    result = app.check(ctx, app.backend(), request)
+    result = app.check(ctx, _kernel(backend, ctx, docker_host), request)
     text = report.check_json if as_json else report.check_text
     click.echo(text(result, source, dest))
 
@@ -242,8 +268,8 @@ def remove() -> None:
     Example:
       dockwall remove
     """
-    change = app.remove(app.backend())
-    click.echo("removed" if change.pending else "nothing to remove")
+    changes = app.remove_all()
+    click.echo("removed" if any(c.pending for c in changes) else "nothing to remove")
 
 
 @main.command()
@@ -269,13 +295,16 @@ def remove() -> None:
     default="info",
     show_default=True,
 )
+@_backend_option
 @_errors_to_exit
 def run(
+    *,
     policy_path: Path,
     docker_host: str | None,
     check_interval: float,
     debounce: float,
     log_level: str,
+    backend: str | None,
 ) -> None:
     """Apply the policy, then keep the kernel true to it until stopped.
 
@@ -289,4 +318,6 @@ def run(
     """
     logfmt.setup(log_level)
     settings = loop.Settings(policy_path, docker_host, check_interval, debounce)
-    loop.start(settings, app.backend())
+    policy = load_policy(policy_path)
+    kernel = app.backend(app.choose_backend(backend, policy, docker_host))
+    loop.start(settings, kernel, app.retire_others)

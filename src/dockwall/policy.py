@@ -76,6 +76,7 @@ class Policy:
     rules: tuple[Rule, ...]
     log: bool = False  # log every default drop
     log_rate: LogRate = DEFAULT_LOG_RATE
+    backend: str = "auto"  # auto | iptables | nftables; the command line may override it
 
 
 # ---- the file's schema -----------------------------------------------------------------------
@@ -165,6 +166,7 @@ class PolicyDoc(_Doc):
     version: Literal[1]
     default: Verdict = Verdict.DROP
     log: bool | LogDoc = False
+    backend: Literal["auto", "iptables", "nftables"] = "auto"
     groups: dict[str, list[str]] = Field(default_factory=dict)
     rules: list[RuleDoc] = Field(default_factory=list)
 
@@ -225,7 +227,7 @@ def parse_policy(raw: bytes, filename: str) -> Policy:
         raise PolicyError([Problem(located.where(("log",)), f"log: {exc}")]) from None
     digest = hashlib.sha256(raw).hexdigest()
     log = doc.log is not False
-    return Policy(filename, digest, doc.default, groups, tuple(rules), log, rate)
+    return Policy(filename, digest, doc.default, groups, tuple(rules), log, rate, doc.backend)
 
 
 def _resolve_groups(

@@ -51,6 +51,14 @@ def take(client: docker.DockerClient, version: str | None = None) -> HostState:
     return HostState(containers, networks, host_interfaces(), version)
 
 
+def engine_info(client: docker.DockerClient) -> dict[str, object]:
+    """The Engine's /info answer (which firewall backend Docker itself uses, among others)."""
+    try:
+        return dict(client.info())
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise DockerError(f"cannot read Docker: {exc}") from None
+
+
 def engine_version(client: docker.DockerClient) -> str:
     return str(client.version().get("Version", "unknown"))
 

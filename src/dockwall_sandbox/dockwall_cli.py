@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from .netns import enter_argv
 from .sandbox import Sandbox
 
 SRC = str(Path(__file__).resolve().parents[1])  # the folder holding dockwall and this package
@@ -51,9 +52,10 @@ class RunningDaemon:
             *extra,
         ]
         self.log_path = log_path
+        self.extra = extra  # the options it was started with, to start another alike
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", sandbox.host_ns, *argv],
+            enter_argv(sandbox.host_ns, argv),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -42,7 +42,9 @@ def one_request(source: str, destination: str, port: int) -> bool:
         return False
 
 
-def connections(source: str, destination: str, port: int, seconds: float, threads: int) -> dict[str, float]:
+def connections(
+    source: str, destination: str, port: int, seconds: float, threads: int
+) -> dict[str, float]:
     counts = [0] * threads
     errors = [0] * threads
     deadline = time.monotonic() + seconds

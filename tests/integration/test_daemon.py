@@ -3,6 +3,7 @@ SIGHUP, and leaves its rules in place when stopped or killed."""
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -37,11 +38,15 @@ def reaches(seeded: SeededSandbox, source: IPv4Address, port: int) -> bool:
 
 
 def dockwall_rules(seeded: SeededSandbox) -> list[str]:
-    return [
+    """What dockwall has in the kernel, either backend, without counters."""
+    iptables = [
         line
         for line in seeded.sandbox.firewall_dump().splitlines()
         if "DOCKWALL" in line and not line.startswith("#")
     ]
+    nft = seeded.sandbox.run_in_host(["nft", "list", "table", "inet", "dockwall"], check=False)
+    table = re.sub(r"counter packets \d+ bytes \d+", "counter", nft.stdout).splitlines()
+    return iptables + table
 
 
 LATE_PUBLIC = """  - name: late-public
@@ -60,12 +65,15 @@ def policy(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(params=["iptables", "nftables"])
 def running(
-    seeded_sandbox: SeededSandbox, policy: Path, tmp_path: Path
+    seeded_sandbox: SeededSandbox, policy: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[tuple[SeededSandbox, RunningDaemon]]:
+    """`dockwall run` with each backend."""
     dockwall(seeded_sandbox.sandbox, "remove")
-    daemon = RunningDaemon(seeded_sandbox.sandbox, policy, tmp_path / "dockwall.log")
+    daemon = RunningDaemon(
+        seeded_sandbox.sandbox, policy, tmp_path / "dockwall.log", "--backend", request.param
+    )
     assert daemon.wait_for("msg=running"), daemon.log()
     yield seeded_sandbox, daemon
     daemon.stop()
@@ -118,12 +126,16 @@ def test_flushed_chains_are_repaired_within_a_second_or_so(
     seeded, daemon = running
     before = dockwall_rules(seeded)
     assert before
-    for tool in ("iptables", "ip6tables"):
+    if "nftables" in daemon.extra:
+        seeded.sandbox.run_in_host(["nft", "flush", "chain", "inet", "dockwall", "governed"])
+        seeded.sandbox.run_in_host(["nft", "flush", "set", "inet", "dockwall", "src4-admins"])
+    for tool in ("iptables", "ip6tables") if "iptables" in daemon.extra else ():
         # DOCKER-USER holds the jump; where the family has none (ip6tables on 20.10), FORWARD.
         flushed = seeded.sandbox.run_in_host([tool, "-F", "DOCKER-USER"], check=False)
         if flushed.returncode != 0:
             seeded.sandbox.run_in_host([tool, "-D", "FORWARD", "-j", "DOCKWALL"])
         seeded.sandbox.run_in_host([tool, "-F", "DOCKWALL-IN"])
+    assert dockwall_rules(seeded) != before
     took = eventually(lambda: dockwall_rules(seeded) == before, timeout=5)
     assert took is not None and took < 2.0, (took, daemon.log())
     assert daemon.wait_for("drift")
@@ -152,7 +164,7 @@ def test_sigterm_and_kill_leave_the_rules_and_restart_reconciles(
     assert daemon.stop(signal.SIGTERM) == 0
     assert dockwall_rules(seeded) == before
     assert not reaches(seeded, STRANGER, 8080)
-    again = RunningDaemon(seeded.sandbox, policy, tmp_path / "again.log")
+    again = RunningDaemon(seeded.sandbox, policy, tmp_path / "again.log", *daemon.extra)
     try:
         assert again.wait_for("msg=running"), again.log()
         again.stop(signal.SIGKILL)
@@ -161,7 +173,7 @@ def test_sigterm_and_kill_leave_the_rules_and_restart_reconciles(
         seeded.sandbox.start_container("late-web", [(8081, 80)], labels={"public": "yes"})
         assert reaches(seeded, ADMIN, 8081)
         assert not reaches(seeded, STRANGER, 8081)
-        third = RunningDaemon(seeded.sandbox, policy, tmp_path / "third.log")
+        third = RunningDaemon(seeded.sandbox, policy, tmp_path / "third.log", *daemon.extra)
         try:
             assert third.wait_for("msg=running"), third.log()
             assert eventually(lambda: reaches(seeded, STRANGER, 8081)) is not None, third.log()

@@ -238,3 +238,31 @@ def test_large_group_is_an_ipset_swapped_on_change(host: SeededSandbox, tmp_path
     assert sets == ["dw4-office"], sets
     dockwall(box, "remove")
     assert box.run_in_host(["ipset", "list", "-n"]).stdout.split() == []
+
+
+def test_switching_backend_leaves_one_set_of_rules(host: SeededSandbox, tmp_path: Path) -> None:
+    box = host.sandbox
+    policy = tmp_path / "policy.yaml"
+    done = dockwall(box, "apply", "--backend", "nftables", policy=policy)
+    assert done.returncode == 0, done.stderr
+    assert (
+        box.run_in_host(["nft", "list", "table", "inet", "dockwall"], check=False).returncode == 0
+    )
+    assert "DOCKWALL" not in saved_rules(host)
+    done = dockwall(box, "apply", "--backend", "iptables", policy=policy)
+    assert "removed the rules dockwall had installed with nftables" in done.stdout
+    assert (
+        box.run_in_host(["nft", "list", "table", "inet", "dockwall"], check=False).returncode != 0
+    )
+    assert "DOCKWALL" in saved_rules(host)
+    status = dockwall(box, "status", "--backend", "iptables", policy=policy)
+    assert "backend iptables" in status.stdout and "match it: yes" in status.stdout
+    policy.write_text(policy.read_text().replace("version: 1", "version: 1\nbackend: nftables"))
+    assert dockwall(box, "apply", policy=policy).returncode == 0
+    assert "DOCKWALL" not in saved_rules(host)
+    check = dockwall(box, "check", "198.51.100.99", "admin-app", policy=policy)
+    assert "dropped by the default" in check.stdout, check.stdout + check.stderr
+    assert dockwall(box, "remove").stdout.strip() == "removed"
+    assert (
+        box.run_in_host(["nft", "list", "table", "inet", "dockwall"], check=False).returncode != 0
+    )

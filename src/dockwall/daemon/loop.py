@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -49,6 +50,7 @@ class Daemon:
     settings: Settings
     kernel: Backend
     policy: Policy
+    retire: Callable[[Backend], list[str]] | None = None  # remove other backends' rules
     triggers: Triggers = field(default_factory=Triggers)
     host: HostState | None = None
     applied: Ruleset | None = None
@@ -63,6 +65,9 @@ class Daemon:
         follower.start()
         firewalld.start()
         self.reconcile([Trigger(Kind.DOCKER_UP, "dockwall started", time.time())])
+        if self.applied is not None and self.retire is not None:
+            for name in self.retire(self.kernel):
+                log.info(f"removed the rules dockwall had installed with {name}")
         sdnotify.notify("READY=1")
         log.info("running", extra={FIELDS: {"policy": str(self.settings.policy_path)}})
         try:
@@ -227,6 +232,9 @@ def _log_change(change: Change, why: list[str], timings: dict[str, float]) -> No
     log.info(reason, extra={FIELDS: {"added": added, "removed": removed, **timings}})
 
 
-def start(settings: Settings, kernel: Backend) -> None:
-    """Load the policy (an invalid one stops here, nothing touched) and run until stopped."""
-    Daemon(settings, kernel, load_policy(settings.policy_path)).run()
+def start(
+    settings: Settings, kernel: Backend, retire: Callable[[Backend], list[str]] | None = None
+) -> None:
+    """Load the policy (an invalid one stops here, nothing touched) and run until stopped.
+    retire, once the first apply is in: remove what other backends had installed."""
+    Daemon(settings, kernel, load_policy(settings.policy_path), retire).run()
