@@ -65,7 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from dockwall_sandbox import Sandbox, SandboxError, cleanup_leftovers, unavailable_reason
 from dockwall_sandbox import topology as topo
 from dockwall_sandbox.dockwall_cli import RunningDaemon
-from dockwall_sandbox.netns import exec_argv
+from dockwall_sandbox.netns import enter_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
@@ -291,7 +291,7 @@ class Chaos:
     def _start_prober(self, side: str) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH")) if p)
-        argv = exec_argv(
+        argv = enter_argv(
             self.box.outside_ns(side),
             [
                 sys.executable,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._proc import IP, SandboxError, run
+from ._proc import IP, NSENTER, SandboxError, run
 from .topology import CONTAINER_V4, CONTAINER_V6, LINKS, NS_PREFIX, Link, Side
 
 NETNS_DIR = Path("/var/run/netns")
@@ -34,6 +34,16 @@ class Namespaces:
 def exec_argv(ns: str, argv: list[str]) -> list[str]:
     """``argv`` run inside namespace ``ns`` with ``ip netns exec`` (own /sys)."""
     return [IP, "netns", "exec", ns, *argv]
+
+
+def enter_argv(ns: str, argv: list[str]) -> list[str]:
+    """``argv`` run inside namespace ``ns`` with ``nsenter --net``: no mount namespace of its
+    own. For long-lived processes: ``ip netns exec`` gives each a private copy of the mount
+    table, and where ``/`` is not a shared mount (as in some VMs) that copy pins every
+    container's network-namespace mount that existed when it started, so the namespaces of
+    containers a crashed dockerd leaves behind (same address, same MAC) live on beside their
+    successors."""
+    return [NSENTER, f"--net={NETNS_DIR / ns}", "--", *argv]
 
 
 def sysctl(ns: str, *settings: str) -> None:
