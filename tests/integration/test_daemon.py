@@ -3,8 +3,10 @@ SIGHUP, and leaves its rules in place when stopped or killed."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address
@@ -205,3 +207,32 @@ def test_docker_unreachable_at_start_closes_and_keeps_running(
     finally:
         daemon.stop()
         dockwall(box, "remove")
+
+
+def test_tells_systemd_ready_and_pings_the_watchdog(
+    seeded_sandbox: SeededSandbox, policy: Path, tmp_path: Path
+) -> None:
+    """The sd_notify protocol for real: READY=1 once the first apply is in, WATCHDOG=1
+    while running, STOPPING=1 on SIGTERM, on a datagram socket like systemd's."""
+    box = seeded_sandbox.sandbox
+    dockwall(box, "remove")
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(address)
+        listener.settimeout(10)
+        env = {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "1000000"}
+        daemon = RunningDaemon(box, policy, tmp_path / "notify.log", env=env)
+        try:
+            said = [listener.recv(256).decode() for _ in range(3)]
+            assert said[0] == "READY=1", said
+            assert "WATCHDOG=1" in said[1:], said
+            assert dockwall_rules(seeded_sandbox), "READY before the rules were in"
+        finally:
+            daemon.stop()
+            dockwall(box, "remove")
+        rest = []
+        listener.settimeout(1)
+        with contextlib.suppress(TimeoutError):
+            while True:
+                rest.append(listener.recv(256).decode())
+        assert "STOPPING=1" in rest
