@@ -236,3 +236,41 @@ def test_tells_systemd_ready_and_pings_the_watchdog(
             while True:
                 rest.append(listener.recv(256).decode())
         assert "STOPPING=1" in rest
+
+
+# Keep last in this file: it restarts the engine under the module's shared sandbox.
+@pytest.mark.parametrize("crash", [False, True], ids=["restart", "crash"])
+def test_docker_restart_or_crash_is_followed(
+    seeded_sandbox: SeededSandbox, policy: Path, tmp_path: Path, crash: bool
+) -> None:
+    """Docker goes away and comes back (its event stream ends, it re-inserts its own jumps,
+    containers come back with a restart policy): dockwall reconnects, puts its jump back at
+    the top and follows the new addresses; the unselected container stays closed."""
+    box = seeded_sandbox.sandbox
+    dockwall(box, "remove")
+    box.start_container("phoenix", [(8081, 80)], labels={"public": "yes"}, restart="always")
+    box.start_container("ash", [(8082, 80)], restart="always")
+    daemon = RunningDaemon(box, policy, tmp_path / "restart.log")
+    try:
+        assert daemon.wait_for("msg=running"), daemon.log()
+        assert eventually(lambda: reaches(seeded_sandbox, STRANGER, 8081)) is not None
+        mark = len(daemon.log())
+        box.restart_engine(crash=crash)
+        box.wait_running(["phoenix", "ash"])
+        assert daemon.wait_for("following Docker's events", after=mark), daemon.log()
+        assert eventually(lambda: reaches(seeded_sandbox, STRANGER, 8081)) is not None, (
+            daemon.log() + box.firewall_dump()
+        )
+        assert reaches(seeded_sandbox, ADMIN, 8082)
+        assert not reaches(seeded_sandbox, STRANGER, 8082)
+        for tool in ("iptables", "ip6tables"):
+            user = box.run_in_host([tool, "-S", "DOCKER-USER"], check=False)
+            hook = user if user.returncode == 0 else box.run_in_host([tool, "-S", "FORWARD"])
+            rules = [ln for ln in hook.stdout.splitlines() if ln.startswith("-A")]
+            assert rules[0].endswith("-j DOCKWALL"), (tool, rules)
+        assert daemon.proc.poll() is None
+    finally:
+        daemon.stop()
+        dockwall(box, "remove")
+        box.docker("rm", "-f", "phoenix", "ash", check=False)
+        box.docker("start", "www-nginx", "admin-app", "db", check=False)

@@ -61,6 +61,7 @@ class EventFollower(threading.Thread):
         try:
             self._stream = client.api.events(decode=True, filters=EVENT_FILTERS)
             self._triggers.put(Trigger(Kind.DOCKER_UP, "event stream connected", time.time()))
+            log.info("following Docker's events")
             for event in self._stream:
                 trigger = event_trigger(event)
                 if trigger is not None:
