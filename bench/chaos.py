@@ -104,6 +104,7 @@ LAN_STRANGER = (topo.LAN_STRANGER_4, topo.LAN_STRANGER_6)
 ADMIN = (topo.WAN_ADMIN1_4, topo.WAN_ADMIN1_6)
 
 UP_GRACE = 0.2  # seconds from a container's start until its httpd surely listens
+REPAIR_WAIT = 15.0  # seconds a flush waits for dockwall to put its rules back
 
 KINDS = {
     "start": "(before the first event)",
@@ -237,6 +238,7 @@ class Chaos:
         self.up: dict[str, list[list[float]]] = {}  # container -> [[start, end], ...]
         self.hostnames: dict[str, str] = {}  # container hostname -> name
         self.addresses: set[str] = set()
+        self.owners: list[tuple[float, dict[str, str]]] = []  # (when, address -> container)
         self.daemon: RunningDaemon | None = None
         self.daemons = 0
         self.unexpected_exits: list[dict[str, Any]] = []
@@ -346,6 +348,7 @@ class Chaos:
     def refresh(self) -> None:
         """Learn the running containers' hostnames and addresses; rewrite the targets."""
         listed = self.box.docker("ps", "-q", timeout=30).stdout.split()
+        owners: dict[str, str] = {}
         if listed:
             for data in json.loads(self.box.docker("inspect", *listed, timeout=30).stdout):
                 name = data["Name"].lstrip("/")
@@ -353,7 +356,9 @@ class Chaos:
                 for endpoint in data["NetworkSettings"]["Networks"].values():
                     for key in ("IPAddress", "GlobalIPv6Address"):
                         if endpoint.get(key):
-                            self.addresses.add(str(ip_address(endpoint[key])))
+                            owners[str(ip_address(endpoint[key]))] = name
+        self.addresses.update(owners)
+        self.owners.append((time.time(), owners))
         self._write_targets()
 
     def _write_targets(self) -> None:
@@ -471,6 +476,25 @@ class Chaos:
                 self.box.run_in_host([tool, "-w", "-D", "FORWARD", "-j", "DOCKWALL"], check=False)
                 done.append(f"{tool} -F DOCKWALL-IN, -D FORWARD -j DOCKWALL")
         event.detail = "; ".join(done)
+        flushed_at = time.time()
+        # Wait for dockwall's repair, so that the window is this flush's alone.
+        while not self._repaired():
+            if time.time() - flushed_at > REPAIR_WAIT:
+                event.extra["repaired_after_s"] = None
+                return
+            time.sleep(0.02)
+        event.t1 = time.time()
+        event.extra["repaired_after_s"] = round(event.t1 - flushed_at, 3)
+
+    def _repaired(self) -> bool:
+        """dockwall's rules are back: DOCKWALL-IN has rules and a hook jumps to DOCKWALL."""
+        for tool in ("iptables", "ip6tables"):
+            rules = self.box.run_in_host([tool, "-w", "-S"], check=False).stdout
+            if "-A DOCKWALL-IN " not in rules:
+                return False
+            if not re.search(r"^-A (DOCKER-USER|FORWARD) -j DOCKWALL$", rules, re.MULTILINE):
+                return False
+        return True
 
     def kill_dockwall(self, event: Event) -> None:
         assert self.daemon is not None
@@ -543,13 +567,32 @@ class Timeline:
     def before(self, moment: float) -> Event:
         return self.events[max(bisect.bisect_right(self.starts, moment) - 1, 0)]
 
+    def recent(self, moment: float, seconds: float = 3.0) -> list[str]:
+        """The events that began in the ``seconds`` before ``moment``, oldest first."""
+        return [
+            f"{KINDS[e.kind]} {e.detail} ({e.t0 - moment:+.2f}s)".replace("  ", " ")
+            for e in self.events
+            if moment - seconds <= e.t0 <= moment and e.kind != "start"
+        ]
+
     def next_start(self, event: Event, end: float) -> float:
         index = self.events.index(event)
         return self.events[index + 1].t0 if index + 1 < len(self.events) else end
 
 
+def last_owner(owners: list[tuple[float, dict[str, str]]], target: Target, moment: float) -> str:
+    """Who had the target's address (or published its port) when last looked at."""
+    if target.kind == "host":
+        return PORT_OWNER[target.port]
+    seen = [found for when, found in owners if when <= moment]
+    return seen[-1].get(target.dst, "(nobody)") if seen else "(not looked yet)"
+
+
 def find_leaks(
-    records: list[Record], hostnames: dict[str, str], timeline: Timeline
+    records: list[Record],
+    hostnames: dict[str, str],
+    timeline: Timeline,
+    owners: list[tuple[float, dict[str, str]]],
 ) -> tuple[list[dict[str, Any]], int]:
     """Completed handshakes of the deny prober the policy does not allow (and how many were
     allowed after all, by who answered: www-nginx reached at its own address on 80)."""
@@ -573,6 +616,8 @@ def find_leaks(
                 "event": event.kind,
                 "event_detail": event.detail,
                 "after_event_s": round(rec.t - event.t0, 3),
+                "events_in_last_3s": timeline.recent(rec.t),
+                "last_known_owner": last_owner(owners, rec.target, rec.t),
             }
         )
     return leaks, by_policy
@@ -711,7 +756,7 @@ def _aims_at_reuser(target: Target, extra: dict[str, Any]) -> bool:
 def analyse(chaos: Chaos, engine_version: str) -> dict[str, Any]:
     records = list(read_records(chaos.out.glob("probes-*.jsonl")))
     timeline = Timeline(chaos.events, chaos.started)
-    leaks, by_policy = find_leaks(records, chaos.hostnames, timeline)
+    leaks, by_policy = find_leaks(records, chaos.hostnames, timeline, chaos.owners)
     blocked = blocked_intervals(records, chaos.up, timeline)
     attempts = Counter(r.target.role for r in records)
     return {
@@ -731,6 +776,9 @@ def analyse(chaos: Chaos, engine_version: str) -> dict[str, Any]:
         "allowed_after_event": success_after_events(records, timeline, chaos.ended),
         "reuse_windows": reuse_windows(chaos.events, leaks, records),
         "dockwall_unexpected_exits": chaos.unexpected_exits,
+        "flush_repairs_s": [
+            e.extra.get("repaired_after_s") for e in chaos.events if e.kind == "flush"
+        ],
     }
 
 
@@ -790,6 +838,14 @@ def render(report: dict[str, Any]) -> str:
             f"  {label:26} {text}; succeeded after {after['with_success']}/{after['events']}"
         )
     lines += _render_reuse(report["reuse_windows"])
+    repairs = report["flush_repairs_s"]
+    if repairs:
+        done = [r for r in repairs if r is not None]
+        lines.append(
+            f"flush repaired by dockwall (rules back, seen in iptables -S): "
+            f"{len(done)}/{len(repairs)}, longest {max(done, default=0.0):.2f}s, "
+            f"median {sorted(done)[len(done) // 2] if done else 0.0:.2f}s"
+        )
     return "\n".join(lines)
 
 
@@ -803,10 +859,14 @@ def _render_leaks(report: dict[str, Any]) -> list[str]:
         )
     for leak in leaks[:200]:
         stamp = datetime.fromtimestamp(leak["t"]).strftime("%H:%M:%S.%f")[:-3]
+        owner = leak["last_known_owner"]
         lines.append(
-            f"  {stamp} {leak['target']} answered by {leak['answered_by']}; "
+            f"  {stamp} {leak['target']} answered by {leak['answered_by']}"
+            f"{'' if owner == leak['answered_by'] else f' (last known owner: {owner})'}; "
             f"{leak['after_event_s']:+.2f}s after {KINDS[leak['event']]} {leak['event_detail']}"
         )
+        if len(leak["events_in_last_3s"]) > 1:
+            lines.append(f"      events in the 3s before: {'; '.join(leak['events_in_last_3s'])}")
     if len(leaks) > 200:
         lines.append(f"  ... {len(leaks) - 200} more in report.json")
     return lines
@@ -830,7 +890,10 @@ def passed(report: dict[str, Any]) -> bool:
     recovered = all(
         c["with_success"] == c["events"] for c in report["allowed_after_event"].values()
     )
-    return bool(not report["leaks"] and recovered and not report["dockwall_unexpected_exits"])
+    repaired = all(r is not None for r in report.get("flush_repairs_s", []))
+    return bool(
+        not report["leaks"] and recovered and repaired and not report["dockwall_unexpected_exits"]
+    )
 
 
 # -- main -----------------------------------------------------------------------------------------
