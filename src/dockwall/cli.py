@@ -290,6 +290,13 @@ def remove() -> None:
     help="Extra seconds to wait after an event before acting (0: act at once).",
 )
 @click.option(
+    "--watch-kernel/--no-watch-kernel",
+    default=True,
+    show_default=True,
+    help="Repair at once when nftables reports a change to the filter rules (else only at "
+    "the timed check).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -304,6 +311,7 @@ def run(
     check_interval: float,
     debounce: float,
     log_level: str,
+    watch_kernel: bool,
     backend: str | None,
 ) -> None:
     """Apply the policy, then keep the kernel true to it until stopped.
@@ -317,7 +325,7 @@ def run(
       dockwall run -p /etc/dockwall/policy.yaml
     """
     logfmt.setup(log_level)
-    settings = loop.Settings(policy_path, docker_host, check_interval, debounce)
+    settings = loop.Settings(policy_path, docker_host, check_interval, debounce, watch_kernel)
     policy = load_policy(policy_path)
     kernel = app.backend(app.choose_backend(backend, policy, docker_host))
     loop.start(settings, kernel, app.retire_others)

@@ -24,6 +24,7 @@ from dockwall.compiler import compile_policy
 from dockwall.daemon import describe, sdnotify
 from dockwall.daemon.events import EventFollower
 from dockwall.daemon.firewalld import FirewalldListener
+from dockwall.daemon.kernelwatch import KernelWatch
 from dockwall.daemon.triggers import Kind, Trigger, Triggers, wait
 from dockwall.errors import DockerError, DockwallError, PolicyError
 from dockwall.hoststate import HostState
@@ -34,6 +35,7 @@ from dockwall.ruleset import Ruleset
 log = logging.getLogger("dockwall.run")
 EMPTY_HOST = HostState((), (), frozenset())
 CHECK_BUDGET = 0.05  # the drift check may use at most this share of one core
+CHECK_KINDS = {Kind.FIREWALL_RELOADED, Kind.KERNEL_CHANGED}
 SNAPSHOT_KINDS = {Kind.EVENT, Kind.DOCKER_UP, Kind.DOCKER_DOWN, Kind.RELOAD}
 
 
@@ -43,6 +45,7 @@ class Settings:
     docker_host: str | None
     check_interval: float = 1.0  # seconds between drift checks
     debounce: float = 0.0  # extra wait after a trigger (0: none; for comparisons only)
+    watch_kernel: bool = True  # follow nftables' change stream to repair at once
 
 
 @dataclass
@@ -56,14 +59,18 @@ class Daemon:
     applied: Ruleset | None = None
     _client: docker.DockerClient | None = None
     _version: str | None = None
+    _live_restore: bool = False  # Docker keeps containers running while it is away
     _timings: dict[str, float] = field(default_factory=dict)
 
     def run(self) -> None:
         firewalld = FirewalldListener(self.triggers)
+        watch = KernelWatch(self.triggers)
         follower = EventFollower(lambda: snapshot.connect(self.settings.docker_host), self.triggers)
         self._signals()
         follower.start()
         firewalld.start()
+        if self.settings.watch_kernel:
+            watch.start()
         self.reconcile([Trigger(Kind.DOCKER_UP, "dockwall started", time.time())])
         if self.applied is not None and self.retire is not None:
             for name in self.retire(self.kernel):
@@ -75,6 +82,7 @@ class Daemon:
         finally:
             follower.stop()
             firewalld.stop()
+            watch.stop()
             sdnotify.notify("STOPPING=1")
             log.info("stopped; the rules stay in place")
 
@@ -93,7 +101,7 @@ class Daemon:
                 self.reload()
             if any(t.kind in SNAPSHOT_KINDS for t in batch):
                 self.reconcile(batch)
-            elif any(t.kind is Kind.FIREWALL_RELOADED for t in batch):
+            elif any(t.kind in CHECK_KINDS for t in batch):
                 self.check_drift()
             elif time.monotonic() >= next_check:
                 began = time.monotonic()
@@ -133,24 +141,20 @@ class Daemon:
     def reconcile(self, batch: list[Trigger]) -> None:
         began = time.monotonic()
         try:
-            fresh = any(t.kind is not Kind.EVENT for t in batch)  # Docker or policy anew
-            host = self._snapshot(fresh)
+            docker_anew = any(t.kind in {Kind.DOCKER_UP, Kind.DOCKER_DOWN} for t in batch)
+            host = self._snapshot(docker_anew)
         except DockerError as exc:
-            self._docker_unreadable(exc)
+            self._docker_unreadable(exc, batch)
             return
         self._timings = {"snapshot_ms": (time.monotonic() - began) * 1000}
         compiled = compile_policy(self.policy, host)
         why = describe.host_changes(self.host, host)
-        names = {
-            str(a): c.name
-            for c in host.containers
-            for a in c.addresses(frozenset(e.network for e in c.endpoints))
-        }
-        why += policydiff.rule_changes(self.applied, compiled.ruleset, names)
+        why += policydiff.rule_changes(self.applied, compiled.ruleset, host.names())
         for warning in compiled.warnings:
             if self.applied is None or compiled.ruleset != self.applied:
                 log.warning(warning)
-        if self._enforce(compiled.ruleset, why, fresh):
+        kernel_anew = any(t.kind is not Kind.EVENT for t in batch)  # not only our own doing
+        if self._enforce(compiled.ruleset, why, kernel_anew):
             self._record(compiled.ruleset, host)
         self.host = host
         self._latencies(batch)
@@ -161,6 +165,8 @@ class Daemon:
         if fresh or self._client is None:
             self._client = snapshot.connect(self.settings.docker_host)
             self._version = snapshot.engine_version(self._client)
+            info = snapshot.engine_info(self._client)
+            self._live_restore = info.get("LiveRestoreEnabled") is True
         try:
             return snapshot.take(self._client, self._version)
         except DockerError:
@@ -197,10 +203,21 @@ class Daemon:
             log.error("could not apply; the previous rules stay", extra={FIELDS: {"error": exc}})
             return False
 
-    def _docker_unreadable(self, exc: DockerError) -> None:
-        """Keep what is installed (from before a restart of Docker or of dockwall); if nothing
-        is, install the policy for a host with no containers: closed, but `*` rules work."""
-        if self.applied is None and not self._installed():
+    def _docker_unreadable(self, exc: DockerError, batch: list[Trigger]) -> None:
+        """Docker can't be read. If it just went away (and has no live restore), close: a
+        Docker that starts again starts its containers before it answers, handing their
+        addresses out anew, so the rules for the old addresses could open the wrong ones.
+        At start, keep what is installed (from a dockwall killed earlier); if nothing is,
+        install the policy for a host with no containers. Either way `*` rules still work."""
+        went_away = any(t.kind is Kind.DOCKER_DOWN for t in batch)
+        if went_away and self.host is not None and not self._live_restore:
+            log.warning(
+                "Docker went away: closed to containers until it is back",
+                extra={FIELDS: {"error": exc}},
+            )
+            self._enforce(compile_policy(self.policy, EMPTY_HOST).ruleset, ["Docker went away"])
+            self.host = None
+        elif self.applied is None and not self._installed():
             log.warning(
                 "Docker unreadable and no rules installed: applying the policy to an "
                 "empty host (closed)",

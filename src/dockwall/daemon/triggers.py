@@ -16,6 +16,7 @@ class Kind(Enum):
     RELOAD = "reload"  # SIGHUP: read the policy file again
     CHECK = "check"  # time for the drift check
     FIREWALL_RELOADED = "firewall-reloaded"  # firewalld said it reloaded: check at once
+    KERNEL_CHANGED = "kernel-changed"  # nftables changed a filter table: check at once
     STOP = "stop"  # SIGTERM/SIGINT
 
 
