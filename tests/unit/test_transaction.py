@@ -20,6 +20,8 @@ IN_SYNC = """:DOCKER-USER - [0:0]
 :DOCKWALL - [0:0]
 :DOCKWALL-DEFAULT - [0:0]
 -A FORWARD -j DOCKER-USER
+-A FORWARD -j DOCKWALL
+-A FORWARD -j DOCKER-FORWARD
 -A DOCKER-USER -j DOCKWALL
 -A DOCKER-USER -j RETURN
 [3:180] -A DOCKWALL -j DOCKWALL-DEFAULT
@@ -32,7 +34,7 @@ def test_in_sync_means_no_transaction() -> None:
     assert not change.pending
 
 
-def test_fresh_host_gets_chains_and_hook_in_docker_user() -> None:
+def test_fresh_host_gets_chains_and_jumps_in_docker_user_and_forward() -> None:
     state = saved_from(
         ":DOCKER-USER - [0:0]\n-A FORWARD -j DOCKER-USER\n-A DOCKER-USER -j RETURN\n"
     )
@@ -41,7 +43,7 @@ def test_fresh_host_gets_chains_and_hook_in_docker_user() -> None:
     assert lines[0] == "*filter" and lines[-1] == "COMMIT"
     assert ":DOCKWALL - [0:0]" in lines
     assert "-A DOCKWALL-DEFAULT -j DROP" in lines
-    assert lines[-2] == "-I DOCKER-USER 1 -j DOCKWALL"
+    assert lines[-3:-1] == ["-I DOCKER-USER 1 -j DOCKWALL", "-I FORWARD 1 -j DOCKWALL"]
     assert change.added == ("-A DOCKWALL -j DOCKWALL-DEFAULT", "-A DOCKWALL-DEFAULT -j DROP")
 
 
@@ -61,13 +63,34 @@ def test_hook_below_other_rules_is_moved_to_the_top() -> None:
         IN_SYNC.replace("-A DOCKER-USER -j DOCKWALL\n", "") + "-A DOCKER-USER -j DOCKWALL\n"
     )
     lines = transaction.to_apply(Family.V4, state, WANTED).payload.splitlines()
-    assert lines[-3:-1] == ["-D DOCKER-USER -j DOCKWALL", "-I DOCKER-USER 1 -j DOCKWALL"]
+    assert lines[-5:-1] == [
+        "-D DOCKER-USER -j DOCKWALL",
+        "-D FORWARD -j DOCKWALL",
+        "-I DOCKER-USER 1 -j DOCKWALL",
+        "-I FORWARD 1 -j DOCKWALL",
+    ]
 
 
-def test_jump_left_in_forward_is_removed_once_docker_user_exists() -> None:
-    state = saved_from(IN_SYNC + "-A FORWARD -j DOCKWALL\n")
-    lines = transaction.to_apply(Family.V4, state, WANTED).payload.splitlines()
-    assert "-D FORWARD -j DOCKWALL" in lines
+def test_forward_jump_pushed_below_dockers_rules_is_put_back_on_top() -> None:
+    """Docker, starting again, puts its jumps on top of FORWARD: ours must come back above
+    everything but the jump to DOCKER-USER."""
+    pushed = IN_SYNC.replace(
+        "-A FORWARD -j DOCKWALL\n-A FORWARD -j DOCKER-FORWARD\n",
+        "-A FORWARD -j DOCKER-FORWARD\n-A FORWARD -j DOCKWALL\n",
+    )
+    change = transaction.to_apply(Family.V4, saved_from(pushed), WANTED)
+    assert change.pending and "-I FORWARD 1 -j DOCKWALL" in change.payload
+    above_docker_user = IN_SYNC.replace(
+        "-A FORWARD -j DOCKER-USER\n-A FORWARD -j DOCKWALL\n",
+        "-A FORWARD -j DOCKWALL\n-A FORWARD -j DOCKER-USER\n",
+    )
+    assert not transaction.to_apply(Family.V4, saved_from(above_docker_user), WANTED).pending
+
+
+def test_a_flushed_docker_user_is_noticed() -> None:
+    flushed = IN_SYNC.replace("-A DOCKER-USER -j DOCKWALL\n-A DOCKER-USER -j RETURN\n", "")
+    change = transaction.to_apply(Family.V4, saved_from(flushed), WANTED)
+    assert change.pending and "-I DOCKER-USER 1 -j DOCKWALL" in change.payload
 
 
 def test_stale_chain_is_flushed_and_deleted() -> None:
@@ -91,6 +114,7 @@ def test_remove_deletes_jumps_then_chains_and_nothing_else() -> None:
     assert lines == [
         "*filter",
         "-D DOCKER-USER -j DOCKWALL",
+        "-D FORWARD -j DOCKWALL",
         "-D FORWARD -j DOCKWALL",
         ":DOCKWALL - [0:0]",
         ":DOCKWALL-DEFAULT - [0:0]",

@@ -78,7 +78,7 @@ class IptablesBackend:
         state = {f: self.read(f) for f in families}
         installed = {f: s.chains for f, s in state.items()}
         in_sync = all(installed[f] == render.render(f, ruleset.in_family(f)) for f in families)
-        hooked = all(transaction.hook_ok(s, transaction.hook_chain(s)) for s in state.values())
+        hooked = all(transaction.hook_ok(s) for s in state.values())
         if not (hooked and all(installed.values())):
             return [Decision(Outcome.NOT_INSTALLED, "", "", None) for _ in packets], in_sync
         sets = self.read_sets()

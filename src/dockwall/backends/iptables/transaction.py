@@ -10,17 +10,23 @@ from dockwall.backends.iptables.render import ENTRY, Chains
 from dockwall.backends.iptables.saved import HOOK_CHAINS, JUMP, Saved
 from dockwall.values import Family
 
+DOCKER_USER_JUMP = "-j DOCKER-USER"
 
-def hook_chain(saved: Saved) -> str:
-    """DOCKER-USER where FORWARD jumps to it (Docker made it in this family), else the top of
-    FORWARD (ip6tables on Docker 20.10 has no DOCKER-USER; nor has a host before Docker)."""
+
+def hook_chains(saved: Saved) -> list[str]:
+    """Where dockwall's jump goes: the top of DOCKER-USER where FORWARD jumps to it (Docker
+    made it in this family), and the top of FORWARD, below nothing but Docker's jump to
+    DOCKER-USER. Two jumps, so that a flushed DOCKER-USER (a common way to reset one's own
+    rules) opens nothing, and a Docker that restarts and puts its jumps on top of FORWARD
+    still meets DOCKER-USER's. Where there is no DOCKER-USER (ip6tables on Docker 20.10, a
+    host before Docker), FORWARD only. Evaluating the chains twice gives the same verdict."""
     forward = saved.hooks.get("FORWARD", [])
-    return "DOCKER-USER" if "-j DOCKER-USER" in forward else "FORWARD"
+    return ["DOCKER-USER", "FORWARD"] if DOCKER_USER_JUMP in forward else ["FORWARD"]
 
 
 def to_apply(family: Family, saved: Saved, wanted: Chains, undoable: bool = True) -> FamilyChange:
-    hook = hook_chain(saved)
-    in_place = hook_ok(saved, hook)
+    hooks = hook_chains(saved)
+    in_place = hook_ok(saved)
     if saved.chains == wanted and in_place:
         return FamilyChange(family, "")
     stale = [c for c in saved.chains if c not in wanted]
@@ -41,8 +47,8 @@ def to_apply(family: Family, saved: Saved, wanted: Chains, undoable: bool = True
     note = ""
     if not in_place:
         lines += _unhook(saved)
-        lines.append(f"-I {hook} 1 {JUMP}")
-        note = f"jump to {ENTRY} at the top of {hook}"
+        lines += [f"-I {hook} 1 {JUMP}" for hook in hooks]
+        note = f"jump to {ENTRY} at the top of {' and '.join(hooks)}"
     added, removed = _diff(saved.chains, wanted)
     undo = _undo(family, saved, wanted) if undoable else ""
     return FamilyChange(family, _transaction(lines), added, removed, note, undo)
@@ -64,9 +70,9 @@ def edit_script(chain: str, old: list[str], new: list[str]) -> list[str] | None:
 
 def after(saved: Saved, wanted: Chains) -> Saved:
     """What the kernel holds once to_apply's transaction has run."""
-    hook = hook_chain(saved)
     hooks = {chain: [r for r in rules if r != JUMP] for chain, rules in saved.hooks.items()}
-    hooks[hook] = [JUMP, *hooks.get(hook, [])]
+    for hook in hook_chains(saved):
+        hooks[hook] = [JUMP, *hooks.get(hook, [])]
     existing = (saved.existing - set(saved.chains)) | set(wanted)
     return Saved({c: list(s) for c, s in wanted.items()}, {}, hooks, existing)
 
@@ -89,9 +95,20 @@ def to_remove(family: Family, saved: Saved) -> FamilyChange:
     return FamilyChange(family, _transaction(lines), (), removed, f"remove jumps to {ENTRY}")
 
 
-def hook_ok(saved: Saved, hook: str) -> bool:
-    others = [c for c in HOOK_CHAINS if c != hook]
-    return saved.jump_positions(hook) == [0] and not any(saved.jump_positions(c) for c in others)
+def hook_ok(saved: Saved) -> bool:
+    """One jump at the top of each hook chain (in FORWARD, below Docker's jump to
+    DOCKER-USER at most), and none anywhere else."""
+    hooks = hook_chains(saved)
+    for chain in HOOK_CHAINS:
+        places = saved.jump_positions(chain)
+        if chain not in hooks:
+            if places:
+                return False
+            continue
+        above = saved.hooks.get(chain, [])[: places[0]] if len(places) == 1 else None
+        if above is None or any(rule != DOCKER_USER_JUMP or chain != "FORWARD" for rule in above):
+            return False
+    return True
 
 
 def _unhook(saved: Saved) -> list[str]:
