@@ -26,7 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from dockwall import proc
 from dockwall.backends.iptables import ipsets, render
+from dockwall.backends.base import Backend
 from dockwall.backends.iptables.backend import IptablesBackend
+from dockwall.backends.nftables import NftablesBackend
 from dockwall.compiler import compile_policy
 from dockwall.hoststate import Container, Endpoint, HostState, Network, PublishedPort
 from dockwall.policy import parse_policy
@@ -177,7 +179,7 @@ def one_more(host: HostState) -> HostState:
 
 
 def time_adding_one(  # type: ignore[no-untyped-def]
-    backend: IptablesBackend, policy, host: HostState, fresh: bool
+    backend: Backend, policy, host: HostState, fresh: bool
 ) -> float:
     """Median time of plan + apply for one container coming (and going, untimed). fresh:
     read the kernel first (`dockwall apply`); else trust the last apply (`dockwall run`)."""
@@ -193,7 +195,12 @@ def time_adding_one(  # type: ignore[no-untyped-def]
     return statistics.median(times)
 
 
-def update_cost(backend: IptablesBackend) -> None:
+def update_cost(first: IptablesBackend) -> None:
+    for backend in (first, NftablesBackend()):
+        update_cost_with(backend)
+
+
+def update_cost_with(backend: Backend) -> None:
     policy = parse_policy(synthetic_policy(), "bench.yaml")
     small_policy = parse_policy(
         b"version: 1\nrules:\n  - {name: rule0, from: any, to: {label: app=app0}}\n", "s.yaml"
@@ -208,7 +215,7 @@ def update_cost(backend: IptablesBackend) -> None:
         small = time_adding_one(backend, small_policy, empty, fresh)
         backend.apply(backend.plan_remove())
         print(
-            f"adding one container, {how}: {big * 1000:.1f} ms with {CONTAINERS} containers "
+            f"{backend.name}: adding one container, {how}: {big * 1000:.1f} ms with {CONTAINERS} containers "
             f"and {ADDRESSES} addresses managed, {small * 1000:.1f} ms on an empty host: "
             f"{big / small:.2f}x (target <= 1.2x)"
         )

@@ -10,7 +10,7 @@ import pytest
 
 from dockwall import proc
 from dockwall.backends.base import Backend
-from dockwall.backends.nftables import NftablesBackend
+from dockwall.backends.nftables import NftablesBackend, model, transaction
 from dockwall.errors import BackendError
 from dockwall.packets import Outcome, Packet
 from dockwall.values import Proto
@@ -108,3 +108,29 @@ def test_hits_and_decide(fake: FakeNft) -> None:
     decided, in_sync = backend.decide(seed_ruleset(), [stranger])
     assert decided[0].outcome is Outcome.DROPPED and in_sync
     assert set(backend.hits()) == {"admins", "lan", "public-web", "(default)"}
+
+
+def test_only_changed_sets_are_refilled_when_nothing_else_differs() -> None:
+    rule = model.Rule(("ip daddr @dst4-web", "counter", "accept"), "dockwall:web")
+    chain = model.Chain("governed", (rule,))
+    old = model.table(
+        [
+            model.nft_set("dst4-web", "ipv4_addr", ["192.0.2.2"]),
+            model.nft_set("src4-big", "ipv4_addr", ["198.51.100.0/24"]),
+        ],
+        [chain],
+    )
+    new = model.table(
+        [
+            model.nft_set("dst4-web", "ipv4_addr", ["192.0.2.2", "192.0.2.9"]),
+            model.nft_set("src4-big", "ipv4_addr", ["198.51.100.0/24"]),
+        ],
+        [chain],
+    )
+    assert transaction.elements_only(old, new) == (
+        "flush set inet dockwall dst4-web\n"
+        "add element inet dockwall dst4-web { 192.0.2.2, 192.0.2.9 }\n"
+    )
+    other = model.table(list(new.sets), [model.Chain("governed", ())])
+    assert transaction.elements_only(old, other) == ""
+    assert transaction.to_apply(old, new).families[0].payload.startswith("flush set")

@@ -25,7 +25,7 @@ def to_apply(installed: Table | None, wanted: Table) -> Change:
         return Change(tuple(FamilyChange(f, "") for f in FAMILIES))
     diffs = {f: _diff(installed, wanted, f) for f in FAMILIES}
     reorder_only = not any(a or r for a, r in diffs.values())
-    payload = transaction(wanted)
+    payload = elements_only(installed, wanted) or transaction(wanted)
     return Change(
         tuple(
             FamilyChange(f, payload, added, removed, REPLACE)
@@ -34,6 +34,27 @@ def to_apply(installed: Table | None, wanted: Table) -> Change:
             for f, (added, removed) in diffs.items()
         )
     )
+
+
+def elements_only(installed: Table | None, wanted: Table) -> str:
+    """Where only set elements differ (containers came or went, a group changed): refill just
+    the sets that differ, in one transaction, so a change costs what changed, not the whole
+    table. "" where more than that differs (then the table is replaced whole)."""
+    if installed is None or (installed.chains, installed.extras) != (wanted.chains, ()):
+        return ""
+    before = {s.name: s for s in installed.sets}
+    if set(before) != {s.name for s in wanted.sets}:
+        return ""
+    lines = []
+    for s in wanted.sets:
+        old = before[s.name]
+        if (old.type, old.flags) != (s.type, s.flags):
+            return ""
+        if old.elements != s.elements:
+            lines.append(f"flush set {FAMILY} {NAME} {s.name}")
+            if s.elements:
+                lines.append(f"add element {FAMILY} {NAME} {s.name} {{ {', '.join(s.elements)} }}")
+    return "\n".join(lines) + "\n"
 
 
 def to_remove(installed: Table | None) -> Change:
