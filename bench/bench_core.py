@@ -25,8 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from dockwall import proc
-from dockwall.backends.iptables import ipsets, render
 from dockwall.backends.base import Backend
+from dockwall.backends.iptables import ipsets, render
 from dockwall.backends.iptables.backend import IptablesBackend
 from dockwall.backends.nftables import NftablesBackend
 from dockwall.compiler import compile_policy
@@ -215,8 +215,9 @@ def update_cost_with(backend: Backend) -> None:
         small = time_adding_one(backend, small_policy, empty, fresh)
         backend.apply(backend.plan_remove())
         print(
-            f"{backend.name}: adding one container, {how}: {big * 1000:.1f} ms with {CONTAINERS} containers "
-            f"and {ADDRESSES} addresses managed, {small * 1000:.1f} ms on an empty host: "
+            f"{backend.name}: adding one container, {how}: {big * 1000:.1f} ms with "
+            f"{CONTAINERS} containers and {ADDRESSES} addresses managed, "
+            f"{small * 1000:.1f} ms on an empty host: "
             f"{big / small:.2f}x (target <= 1.2x)"
         )
 
