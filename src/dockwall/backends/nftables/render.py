@@ -21,6 +21,7 @@ container), log4-<rule> (containers whose drops that rule logs). The kind before
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -148,17 +149,28 @@ def _port_set(sets: dict[str, NftSet], proto: Proto, name: str, spans: list[str]
 
 
 def _add(sets: dict[str, NftSet], name: str, type_: str, elements: list[str]) -> str:
-    sets[name] = nft_set(name, type_, elements)
+    sets[name] = _set(name, type_, tuple(elements))
     return name
 
 
+@functools.lru_cache(maxsize=1024)
+def _set(name: str, type_: str, elements: tuple[str, ...]) -> NftSet:
+    """Remembered: the daemon renders the same large source sets on every change."""
+    return nft_set(name, type_, list(elements))
+
+
 def _addresses(nets: Iterable[IPNetwork]) -> list[str]:
+    return list(_collapsed(tuple(nets)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _collapsed(nets: tuple[IPNetwork, ...]) -> tuple[str, ...]:
     """Collapsed, so that no two elements of an interval set overlap."""
     v4 = [n for n in nets if isinstance(n, ipaddress.IPv4Network)]
     v6 = [n for n in nets if isinstance(n, ipaddress.IPv6Network)]
-    return [address(n) for n in ipaddress.collapse_addresses(v4)] + [
+    return tuple(address(n) for n in ipaddress.collapse_addresses(v4)) + tuple(
         address(n) for n in ipaddress.collapse_addresses(v6)
-    ]
+    )
 
 
 def _ports_by_proto(ranges: tuple[PortRange, ...] | None) -> dict[Proto, list[str]] | None:
