@@ -200,3 +200,13 @@ def test_one_more_container_is_one_inserted_rule() -> None:
     assert transaction.edit_script("DOCKWALL-IN", old, new) == [
         "-I DOCKWALL-IN 51 -d 198.51.100.5/32 -g DOCKWALL-C1"
     ]
+
+
+def test_allowed_packets_are_counted_once_though_both_jumps_pass_them() -> None:
+    state = saved_from(
+        IN_SYNC + ":DOCKWALL-IN - [0:0]\n[10:600] -A DOCKWALL-IN -s 198.51.100.10/32 -m comment "
+        '--comment "dockwall:admins" -j RETURN\n'
+    )
+    hits = saved.hits(state)
+    assert hits["admins"].packets == 5 and hits["admins"].bytes == 300
+    assert hits["(default)"].packets == 2  # a drop ends the first pass

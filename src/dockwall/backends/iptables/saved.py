@@ -74,13 +74,19 @@ def _rule(saved: Saved, line: str) -> None:
 
 
 def hits(saved: Saved) -> dict[str, Hits]:
-    """Sum the counters of each rule's RETURN lines (found by comment) and of the default."""
+    """Sum the counters of each rule's RETURN lines (found by comment) and of the default.
+    An allowed packet passes dockwall's chains once per jump to them (DOCKER-USER and
+    FORWARD), so allow counters are divided by the number of jumps; a drop ends the first."""
+    passes = max(1, sum(len(saved.jump_positions(c)) for c in HOOK_CHAINS))
     totals: dict[str, Hits] = {}
     for chain, specs in saved.chains.items():
         for spec, hit in zip(specs, saved.counters.get(chain, []), strict=False):
             found = _RULE_COMMENT.search(spec)
             key = found[1] if found else (DEFAULT_HITS if _VERDICT.search(spec) else None)
             if key is not None:
+                share = 1 if key == DEFAULT_HITS else passes
                 old = totals.get(key, Hits(0, 0))
-                totals[key] = Hits(old.packets + hit.packets, old.bytes + hit.bytes)
+                totals[key] = Hits(
+                    old.packets + hit.packets // share, old.bytes + hit.bytes // share
+                )
     return totals
