@@ -245,7 +245,7 @@ def _log_change(change: Change, why: list[str], timings: dict[str, float]) -> No
     added = sum(len(f.added) for f in change.families)
     removed = sum(len(f.removed) for f in change.families)
     hooks = [f"{f.family}: {f.hook}" for f in change.families if f.hook]
-    reason = "; ".join(why + hooks) or "kernel did not match"
+    reason = "; ".join(why + hooks) or "drift: the installed rules were changed by someone"
     log.info(reason, extra={FIELDS: {"added": added, "removed": removed, **timings}})
 
 
