@@ -39,19 +39,13 @@ def reach_changes(old: Ruleset, new: Ruleset, host: HostState) -> list[str]:
             was = {a.rule: a for a in port_before.allows}
             now = {a.rule: a for a in port_after.allows}
             where = f"{after.container.name} {port_after.port.host_port}/{port_after.port.proto}"
-            gained = [_who(now[r]) for r in now.keys() - was.keys()]
-            lost = [_who(was[r]) for r in was.keys() - now.keys()]
+            gained = [now[r].who() for r in now.keys() - was.keys()]
+            lost = [was[r].who() for r in was.keys() - now.keys()]
             if gained:
                 said.append(f"{where}: becomes reachable by {', '.join(sorted(gained))}")
             if lost:
                 said.append(f"{where}: no longer reachable by {', '.join(sorted(lost))}")
     return said
-
-
-def _who(allow: Allow) -> str:
-    sources = "anyone" if allow.sources is None else ",".join(allow.source_names)
-    via = f" via {allow.via}" if allow.via else ""
-    return f"{allow.rule} ({sources}{via})"
 
 
 def _delta(old: Allow, new: Allow, names: Names) -> str:

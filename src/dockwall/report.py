@@ -68,12 +68,6 @@ def plan_json(result: PlanResult, warnings: tuple[str, ...] = ()) -> str:
     return json.dumps(doc, indent=2)
 
 
-def who(allow: Allow) -> str:
-    sources = "anyone" if allow.sources is None else ",".join(allow.source_names)
-    via = f" via {allow.via}" if allow.via else ""
-    return f"{allow.rule} ({sources}{via})"
-
-
 def _port_label(p: PortExposure) -> str:
     host = f"{p.port.host_ip}:" if p.port.host_ip else ""
     return f"{host}{p.port.host_port}/{p.port.proto}->{p.port.container_port}"
@@ -100,7 +94,7 @@ def status_rows(rows: tuple[ContainerExposure, ...], hits: dict[str, Hits]) -> l
 
 def _with_hits(allow: Allow, hits: dict[str, Hits]) -> str:
     hit = hits.get(allow.rule)
-    return who(allow) + (f" [{hit.packets} pkts, {_size(hit.bytes)}]" if hit else "")
+    return allow.who() + (f" [{hit.packets} pkts, {_size(hit.bytes)}]" if hit else "")
 
 
 def _size(count: int) -> str:

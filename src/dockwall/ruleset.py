@@ -20,6 +20,12 @@ class Allow:
     ports: tuple[PortRange, ...] | None  # dialed ports; None: any port
     log: bool = False  # log what is dropped on its way to this allow's destinations
 
+    def who(self) -> str:
+        """For people: 'public-web (anyone via eth0)', 'admins (admins via eth0)'."""
+        sources = "anyone" if self.sources is None else ",".join(self.source_names)
+        via = f" via {self.via}" if self.via else ""
+        return f"{self.rule} ({sources}{via})"
+
     def in_family(self, family: Family) -> Allow | None:
         """This allow narrowed to one address family, or None if it matches nothing there."""
         sources = _only(self.sources, family)
