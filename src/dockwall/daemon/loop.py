@@ -34,6 +34,8 @@ from dockwall.ruleset import Ruleset
 
 log = logging.getLogger("dockwall.run")
 EMPTY_HOST = HostState((), (), frozenset())
+DRIFT = "drift: the installed rules were changed by someone"
+FIRST_EVENT_WAIT = 5.0  # seconds to wait at start for the event stream to connect
 CHECK_BUDGET = 0.05  # the drift check may use at most this share of one core
 CHECK_KINDS = {Kind.FIREWALL_RELOADED, Kind.KERNEL_CHANGED}
 SNAPSHOT_KINDS = {Kind.EVENT, Kind.DOCKER_UP, Kind.DOCKER_DOWN, Kind.RELOAD}
@@ -71,7 +73,13 @@ class Daemon:
         firewalld.start()
         if self.settings.watch_kernel:
             watch.start()
-        self.reconcile([Trigger(Kind.DOCKER_UP, "dockwall started", time.time())])
+        # The event stream's first word (connected, or Docker away) joins the first snapshot:
+        # one snapshot at start, taken after the stream is listening, so nothing is missed.
+        first = wait(self.triggers, FIRST_EVENT_WAIT)
+        self.reconcile([Trigger(Kind.DOCKER_UP, "dockwall started", time.time()), *first])
+        for trigger in first:
+            if trigger.kind in {Kind.STOP, Kind.RELOAD}:
+                self.triggers.put(trigger)  # for the loop
         if self.applied is not None and self.retire is not None:
             for name in self.retire(self.kernel):
                 log.info(f"removed the rules dockwall had installed with {name}")
@@ -182,7 +190,7 @@ class Daemon:
     def check_drift(self) -> None:
         self._timings = {}
         if self.applied is not None:
-            self._enforce(self.applied, ["drift: the installed rules were changed by someone"])
+            self._enforce(self.applied, [DRIFT])
 
     def _enforce(self, ruleset: Ruleset, why: list[str], fresh: bool = True) -> bool:
         """Make the kernel match ruleset; log what changed and why; True if it wrote.
@@ -245,7 +253,7 @@ def _log_change(change: Change, why: list[str], timings: dict[str, float]) -> No
     added = sum(len(f.added) for f in change.families)
     removed = sum(len(f.removed) for f in change.families)
     hooks = [f"{f.family}: {f.hook}" for f in change.families if f.hook]
-    reason = "; ".join(why + hooks) or "drift: the installed rules were changed by someone"
+    reason = "; ".join((why or [DRIFT]) + hooks)  # nothing on the host or in the policy
     log.info(reason, extra={FIELDS: {"added": added, "removed": removed, **timings}})
 
 
