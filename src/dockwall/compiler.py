@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -54,9 +55,7 @@ def _allow(rule: Rule, host: HostState, bridged: frozenset[str], warnings: list[
             warnings.append(f"rule {rule.name!r}: to matches no running container now")
         addresses = {a for c in matched for a in c.addresses(bridged)}
         destinations = tuple(_host_net(a) for a in sorted(addresses, key=_order))
-    sources = None
-    if rule.sources is not None:
-        sources = tuple(sorted(set(rule.sources), key=_order))
+    sources = rule.sources  # already canonical (policy.canonical), shared by every compile
     ports = None if rule.ports is None else tuple(sorted(set(rule.ports)))
     return Allow(
         rule.name, rule.line, rule.source_names, rule.via, sources, destinations, ports, rule.log
@@ -90,6 +89,7 @@ def selects(selector: Selector, container: Container) -> bool:
     return bool(checks) and all(checks)
 
 
+@functools.lru_cache(maxsize=65536)  # the same objects every compile: cheap to compare
 def _host_net(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> IPNetwork:
     return ipaddress.ip_network(addr)
 

@@ -280,7 +280,7 @@ def _resolve_rule(
     line = located.lines.get(("rules", index), 0)
     rule = Rule(
         name=doc.name,
-        sources=None if sources is None else tuple(dict.fromkeys(sources)),
+        sources=None if sources is None else canonical(sources),
         source_names=tuple(doc.from_),
         via=doc.via,
         targets=targets,
@@ -289,6 +289,12 @@ def _resolve_rule(
         log=doc.log,
     )
     return rule, problems
+
+
+def canonical(nets: list[IPNetwork]) -> tuple[IPNetwork, ...]:
+    """Sources without repeats, IPv4 first, in address order: the form the Ruleset uses,
+    made once per policy load so that every compile shares the same tuple."""
+    return tuple(sorted(set(nets), key=lambda n: (n.version, n)))
 
 
 def _duplicate_names(doc: PolicyDoc, located: yamlsource.Located) -> list[Problem]:
