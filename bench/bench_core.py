@@ -233,6 +233,8 @@ def seed_way(ruleset, count: int, limit: int) -> None:  # type: ignore[no-untype
         lines += [(tool, chain, spec) for chain, specs in chains.items() for spec in specs]
     count = len(lines)
     sample = lines[:limit]
+    if not sample:
+        return
     start = time.perf_counter()
     for tool, chain, spec in sample:
         subprocess.run(

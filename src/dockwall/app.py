@@ -40,11 +40,13 @@ def backend(name: str = "iptables") -> Backend:
 
 def choose_backend(asked: str | None, policy: Policy | None, docker_host: str | None) -> str:
     """The command line's choice, else the policy's, else auto: nftables where Docker itself
-    runs its nftables firewall backend or the host has no iptables, else iptables."""
+    runs its nftables firewall backend or the host has no iptables (or no ipset, which the
+    iptables backend keeps container addresses in) but has nft, else iptables."""
     name = asked or (policy.backend if policy else "auto")
     if name != "auto":
         return name
-    if shutil.which("iptables-restore") is None:
+    missing = shutil.which("iptables-restore") is None or shutil.which("ipset") is None
+    if missing and shutil.which("nft") is not None:
         return "nftables"
     try:
         info = snapshot.engine_info(snapshot.connect(docker_host))

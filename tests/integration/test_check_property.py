@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dockwall import explain, snapshot
-from dockwall.backends.iptables import evaluate, saved
+from dockwall.backends.iptables import evaluate, ipsets, saved
 from dockwall.packets import Outcome
 from dockwall.policy import parse_policy
 from dockwall.values import Family, Proto
@@ -100,6 +100,7 @@ def predicted(seeded: SeededSandbox, policy_text: str, found: list[Case]) -> dic
         Family.V4: saved.parse(box.run_in_host(["iptables-save"]).stdout).chains,
         Family.V6: saved.parse(box.run_in_host(["ip6tables-save"]).stdout).chains,
     }
+    sets = ipsets.parse(box.run_in_host(["ipset", "save"]).stdout)
     policy = parse_policy(policy_text.encode(), "policy.yaml")
     client = snapshot.connect(box.docker_host)
     host = snapshot.take(client)
@@ -111,7 +112,7 @@ def predicted(seeded: SeededSandbox, policy_text: str, found: list[Case]) -> dic
         targets = explain.targets(host, dest, family, case.port, Proto.TCP)
         assert len(targets) == 1, (case, targets)
         packets = explain.packets(targets, case.source, via_of(case.source))
-        decisions = [evaluate.evaluate(chains[family], p) for p in packets]
+        decisions = [evaluate.evaluate(chains[family], p, sets) for p in packets]
         verdict = explain.verdicts(targets, decisions, policy, host.docker_version)[0]
         result[case] = (
             verdict.decision.outcome is Outcome.ALLOWED

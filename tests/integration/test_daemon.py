@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from dockwall_sandbox import SeededSandbox
+from dockwall_sandbox import topology as topo
 from dockwall_sandbox.dockwall_cli import RunningDaemon, dockwall
 
 pytestmark = pytest.mark.integration
@@ -55,7 +56,7 @@ LATE_PUBLIC = """  - name: late-public
     from: any
     via: eth0
     to: {label: "public=yes"}
-    ports: [8081]
+    ports: [8081, 8082]
 """
 
 
@@ -80,7 +81,7 @@ def running(
     yield seeded_sandbox, daemon
     daemon.stop()
     dockwall(seeded_sandbox.sandbox, "remove")
-    for name in ("filler", "late-web"):
+    for name in ("filler", "late-web", "late-two", "late-three"):
         seeded_sandbox.sandbox.docker("rm", "-f", name, check=False)
 
 
@@ -120,6 +121,30 @@ def test_address_reuse_does_not_open_the_new_owner(
     # The filler's ports dialed as 8082/8443 are not in the public-web rule.
     assert not reaches(seeded, STRANGER, 8082)
     assert not reaches(seeded, STRANGER, 8443)
+
+
+def test_a_container_joining_a_class_and_a_reused_address(
+    running: tuple[SeededSandbox, RunningDaemon],
+) -> None:
+    """A second container the same rules select joins their class (with iptables: one ipset
+    member, no rule changes); once it is gone, a container that gets its address but that
+    no rule selects is closed."""
+    seeded, daemon = running
+    box = seeded.sandbox
+    box.start_container("late-web", [(8081, 80)], labels={"public": "yes"})
+    assert eventually(lambda: reaches(seeded, STRANGER, 8081)) is not None, daemon.log()
+    rules = dockwall_rules(seeded)
+    address = topo.DBNET_V4[50]
+    box.start_container("late-two", [(8082, 80)], "dbnet", {"public": "yes"}, ip=address)
+    assert eventually(lambda: reaches(seeded, STRANGER, 8082)) is not None, daemon.log()
+    if "iptables" in daemon.extra:
+        assert dockwall_rules(seeded) == rules
+        members = box.run_in_host(["ipset", "list"]).stdout
+        assert f"{address}" in members, members
+    box.docker("rm", "-f", "late-two")
+    box.start_container("late-three", [(8082, 80)], "dbnet", {"public": "no"}, ip=address)
+    assert eventually(lambda: reaches(seeded, ADMIN, 8082)) is not None, daemon.log()
+    assert not reaches(seeded, STRANGER, 8082)
 
 
 def test_flushed_chains_are_repaired_within_a_second_or_so(

@@ -1,5 +1,6 @@
 """Golden scenarios: one folder per story, policy + host in, rendered rules per family out
-(iptables: expected.ipv4.rules, expected.ipv6.rules; nftables, both families: expected.nft).
+(iptables: expected.ipv4.rules, expected.ipv6.rules, chains then the ipsets' members;
+nftables, both families: expected.nft).
 
 Set UPDATE_GOLDEN=1 to rewrite the expected files after a deliberate change; review the diff.
 """
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dockwall.backends.iptables import render
+from dockwall.backends.iptables import ipsets, render
 from dockwall.backends.nftables import model as nft_model
 from dockwall.backends.nftables import render as nft_render
 from dockwall.compiler import compile_policy
@@ -25,8 +26,11 @@ SCENARIOS = Path(__file__).parent.parent / "scenarios"
 def rendered(scenario: Path, family: Family) -> str:
     policy = load_policy(scenario / "policy.yaml")
     compiled = compile_policy(policy, load_host(scenario / "host.yaml"))
-    chains = render.render(family, compiled.ruleset.in_family(family))
+    narrowed = compiled.ruleset.in_family(family)
+    chains = render.render(family, narrowed)
     lines = [f"-A {chain} {spec}" for chain, specs in chains.items() for spec in specs]
+    sets = ipsets.wanted(family, narrowed)
+    lines += [f"# ipset {name}: {' '.join(sorted(map(str, sets[name])))}" for name in sorted(sets)]
     return "\n".join(lines) + "\n"
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from dockwall.backends.iptables import evaluate as ipt_evaluate
+from dockwall.backends.iptables import ipsets
 from dockwall.backends.iptables import render as ipt_render
 from dockwall.backends.nftables import evaluate, render
 from dockwall.compiler import compile_policy
@@ -52,9 +53,10 @@ def packets(family: Family) -> list[Packet]:
 def test_same_verdict_and_rule_as_the_iptables_evaluator(name: str, family: Family) -> None:
     rs = scenario(name)
     chains = ipt_render.render(family, rs.in_family(family))
+    sets = ipsets.wanted(family, rs.in_family(family))
     table = render.render(rs)
     for packet in packets(family):
-        want = ipt_evaluate.evaluate(chains, packet)
+        want = ipt_evaluate.evaluate(chains, packet, sets)
         got = evaluate.evaluate(rs, table, packet)
         assert (got.outcome, got.policy_rule) == (want.outcome, want.policy_rule), packet
 

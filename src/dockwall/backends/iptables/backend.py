@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from dockwall import proc
-from dockwall.backends.base import Change, Hits
-from dockwall.backends.iptables import evaluate, ipsets, render, saved, transaction
+from dockwall.backends.base import Change, FamilyChange, Hits
+from dockwall.backends.iptables import classes, evaluate, ipsets, render, saved, transaction
 from dockwall.errors import BackendError
 from dockwall.packets import Decision, Outcome, Packet
 from dockwall.ruleset import Ruleset
@@ -31,6 +31,27 @@ TOOLS = {
 }
 
 
+NO_IPSET = (
+    "the iptables backend keeps container addresses and large groups in ipsets, and the "
+    "ipset tool is missing: install it (apt-get install ipset) or use --backend nftables"
+)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What the kernel will hold once the last plan is applied."""
+
+    chains: dict[Family, saved.Saved]
+    sets: ipsets.Sets
+    classes: classes.Index
+
+
+def _with_moves(change: FamilyChange, installed: ipsets.Sets, want: ipsets.Sets) -> FamilyChange:
+    """change, its lines for people extended with the class members that come and go."""
+    added, removed = ipsets.class_moves(installed, want).lines()
+    return replace(change, added=change.added + added, removed=change.removed + removed)
+
+
 class IptablesBackend:
     name = "iptables"
 
@@ -38,7 +59,8 @@ class IptablesBackend:
         self.families = families
         self._known: dict[Family, saved.Saved] = {}  # what the kernel holds after our apply
         self._known_sets: ipsets.Sets | None = None
-        self._planned: tuple[dict[Family, saved.Saved], ipsets.Sets] | None = None
+        self._classes: classes.Index | None = None  # the classes of the last Ruleset applied
+        self._planned: Planned | None = None
 
     def read(self, family: Family) -> saved.Saved:
         """The filter table of one family, with counters."""
@@ -53,10 +75,13 @@ class IptablesBackend:
 
     def plan(self, ruleset: Ruleset, fresh: bool = True) -> Change:
         trusted = not fresh and len(self._known) == len(self.families)
+        if trusted and self._known_sets is not None and self._classes is not None:
+            moved = classes.moves(self._classes, ruleset)
+            if moved is not None:  # only containers came, went or changed class
+                return self._plan_moves(self._known_sets, *moved)
         state = {f: self._known[f] if trusted else self.read(f) for f in self.families}
         narrowed = {f: ruleset.in_family(f) for f in self.families}
         wanted = {f: render.render(f, narrowed[f]) for f in self.families}
-        families = tuple(transaction.to_apply(f, state[f], wanted[f]) for f in self.families)
         want = {f: ipsets.wanted(f, narrowed[f]) for f in self.families}
         used = any(
             "--match-set" in spec for s in state.values() for c in s.chains.values() for spec in c
@@ -65,10 +90,44 @@ class IptablesBackend:
             installed = self._known_sets
         else:
             installed = self.read_sets() if any(want.values()) or used else {}
+        if any(want.values()) and shutil.which(IPSET) is None:
+            raise BackendError(NO_IPSET)
+        families = tuple(
+            _with_moves(transaction.to_apply(f, state[f], wanted[f]), installed, want[f])
+            for f in self.families
+        )
         steps = ipsets.steps(installed, want)
         after = {f: transaction.after(state[f], wanted[f]) for f in self.families}
-        self._planned = (after, {n: m for sets in want.values() for n, m in sets.items()})
+        sets = {n: m for one in want.values() for n, m in one.items()}
+        self._planned = Planned(after, sets, classes.index(ruleset, narrowed))
         change = Change(families, steps.prepare, steps.commit, steps.abort)
+        if not change.pending:
+            self._remember()
+        return change
+
+    def _plan_moves(
+        self, sets: ipsets.Sets, index: classes.Index, found: dict[Family, list[classes.Move]]
+    ) -> Change:
+        """The change where only class members move: set elements, no rule (classes.py)."""
+        sets, moves = dict(sets), ipsets.Moves()
+        families = []
+        for family in self.families:
+            mine = ipsets.Moves()
+            for move in found.get(family, []):
+                old = ipsets.class_set(family, move.old) if move.old else None
+                new = ipsets.class_set(family, move.new) if move.new else None
+                if old is not None:
+                    sets[old] = sets[old] - {move.address}
+                    mine.deleted.append(f"{old} {move.address}")
+                if new is not None:
+                    sets[new] = sets[new] | {move.address}
+                    mine.added.append(f"{new} {move.address}")
+            moves.deleted += mine.deleted
+            moves.added += mine.added
+            families.append(FamilyChange(family, "", *mine.lines()))
+        self._planned = Planned(dict(self._known), sets, index)
+        forward, back = ipsets.text(moves.forward()), ipsets.text(moves.back())
+        change = Change(tuple(families), forward, "", back)
         if not change.pending:
             self._remember()
         return change
@@ -90,6 +149,7 @@ class IptablesBackend:
 
     def plan_remove(self) -> Change:
         self._planned = None  # after a removal nothing of ours is known to be there
+        self._classes = None
         families = tuple(transaction.to_remove(f, self.read(f)) for f in self.families)
         return Change(families, commit=ipsets.remove_all(self.read_sets()))
 
@@ -105,7 +165,7 @@ class IptablesBackend:
                 self._ipset(change.commit)
             self._remember()
             return
-        self._known, self._known_sets = {}, None
+        self._known, self._known_sets, self._classes = {}, None, None
         if change.abort:
             self._ipset(change.abort, check=False)
         undo = [
@@ -122,9 +182,10 @@ class IptablesBackend:
     def _remember(self) -> None:
         """The last plan is what the kernel holds now (applied, or nothing to do)."""
         if self._planned is None:
-            self._known, self._known_sets = {}, None
+            self._known, self._known_sets, self._classes = {}, None, None
         else:
-            self._known, self._known_sets = dict(self._planned[0]), self._planned[1]
+            self._known = dict(self._planned.chains)
+            self._known_sets, self._classes = self._planned.sets, self._planned.classes
         self._planned = None
 
     @staticmethod

@@ -65,6 +65,7 @@ class _Rule:
     new_only: bool = False  # "--ctstate RELATED,ESTABLISHED" never matches a first packet
     comment: str | None = None
     match_set: str | None = None  # ipset the source must be in
+    match_set_dst: str | None = None  # ipset the destination must be in
     action: str = ""
     target: str = ""
 
@@ -72,6 +73,8 @@ class _Rule:
         checks = (
             self.match_set is None
             or any(packet.source in net for net in sets.get(self.match_set, ())),
+            self.match_set_dst is None
+            or any(packet.destination in net for net in sets.get(self.match_set_dst, ())),
             self.source is None or packet.source in self.source,
             self.destination is None or packet.destination in self.destination,
             _iface(self.in_interface, packet.in_interface),
@@ -99,9 +102,13 @@ def _parse(spec: str) -> _Rule:
             negate, i = True, i + 1
             continue
         value = words[i + 1] if i + 1 < len(words) else ""
-        _apply(rule, words[i], value, negate)
-        if words[i] == "--match-set" and words[i + 2 : i + 3] != ["src"]:
-            raise BackendError(f"cannot read installed rule (only source sets): {spec}")
+        if words[i] == "--match-set":
+            direction = words[i + 2 : i + 3]
+            if direction not in (["src"], ["dst"]):
+                raise BackendError(f"cannot read installed rule (set match {direction}): {spec}")
+            setattr(rule, "match_set" if direction == ["src"] else "match_set_dst", value)
+        else:
+            _apply(rule, words[i], value, negate)
         negate, i = False, i + (3 if words[i] == "--match-set" else 2)
     if not rule.action:
         raise BackendError(f"cannot read installed rule: {spec}")
@@ -144,7 +151,6 @@ _OPTIONS: dict[str, Callable[[_Rule, str, bool], None]] = {
     "--ctstate": _set("new_only", lambda v: "NEW" not in v.split(",")),
     "--comment": _set("comment", lambda v: v.removeprefix("dockwall:")),
     "--reject-with": lambda rule, value, negate: None,
-    "--match-set": _set("match_set", str),
     "--limit": lambda rule, value, negate: None,  # rate limits only apply to LOG lines
     "--limit-burst": lambda rule, value, negate: None,
     "--log-prefix": lambda rule, value, negate: None,

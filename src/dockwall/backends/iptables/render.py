@@ -8,8 +8,9 @@ Layout (every chain is dockwall's own, named DOCKWALL*):
     DOCKER-USER (or FORWARD) -j DOCKWALL
     DOCKWALL          replies and traffic from bridges RETURN; traffic to a bridge
                       -g DOCKWALL-IN; anything else falls off the end (not governed)
-    DOCKWALL-IN       allows for every container ("to: *") RETURN; then each container address
-                      -g the class chain of the allows that name it; else -g DOCKWALL-DEFAULT
+    DOCKWALL-IN       allows for every container ("to: *") RETURN; then one line per class
+                      (the containers named by the same allows): destination in the class's
+                      ipset -g its chain; else -g DOCKWALL-DEFAULT
     DOCKWALL-C<n>     one per set of allows that share destinations: their matches RETURN;
                       else -g DOCKWALL-DEFAULT
     DOCKWALL-DEFAULT  DROP or REJECT (one place, so its counter is the default's)
@@ -18,7 +19,9 @@ Only DOCKWALL is entered with -j; the rest by -g (goto), so a RETURN anywhere re
 hook chain: the packet is handed back to Docker's rules, which still decide what is published.
 The depth is fixed (nftables refuses chain paths deeper than about 15, gotos included), and
 the allows for one destination are all in one chain, so no allow has to "fall through" to the
-next one across chains.
+next one across chains. Containers are found by one set lookup per class, not a walk over
+every container's address, and a container that joins an existing class is one ipset
+element, not a rule (ipsets.py).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from dockwall.backends.iptables import ipsets
-from dockwall.ruleset import Allow, Ruleset
+from dockwall.ruleset import Allow, Ruleset, destination_classes
 from dockwall.values import (
     Family,
     IPNetwork,
@@ -50,8 +53,9 @@ def render(family: Family, ruleset: Ruleset) -> Chains:
     classes = destination_classes(ruleset.allows)
     chains: Chains = {ENTRY: list(_entry(ruleset)), GOVERNED: []}
     governed = [ln for a in ruleset.allows if a.destinations is None for ln in _matches(a, family)]
-    for number, (destinations, members) in enumerate(classes, start=1):
-        governed += [f"-d {_net(d)} -g {PREFIX}-C{number}" for d in destinations]
+    for number, (_, members) in enumerate(classes, start=1):
+        dispatch = f"-m set --match-set {ipsets.class_name(family, members)} dst"
+        governed.append(f"{dispatch} -g {PREFIX}-C{number}")
         logged = [a.rule for a in members if a.log]
         # Drops logged under a rule's name end here, so they are not logged twice.
         ending = (
@@ -74,22 +78,6 @@ def _log(rate: LogRate, name: str) -> str:
         f"-m limit --limit {rate.count}/{rate.unit} --limit-burst {rate.burst} "
         f'-j LOG --log-prefix "{prefix}"'
     )
-
-
-def destination_classes(
-    allows: tuple[Allow, ...],
-) -> list[tuple[list[IPNetwork], list[Allow]]]:
-    """Group container addresses by the exact list of allows that name them, in first-seen
-    order, so that containers with the same allows share one chain."""
-    covering: dict[IPNetwork, list[Allow]] = {}
-    for allow in allows:
-        for destination in allow.destinations or ():
-            covering.setdefault(destination, []).append(allow)
-    classes: dict[tuple[int, ...], tuple[list[IPNetwork], list[Allow]]] = {}
-    for destination, members in covering.items():
-        key = tuple(id(a) for a in members)
-        classes.setdefault(key, ([], members))[0].append(destination)
-    return list(classes.values())
 
 
 def _entry(ruleset: Ruleset) -> Iterator[str]:
