@@ -164,6 +164,7 @@ def test_check_cli_names_rule_line_and_docker_next(
         done = dockwall(box, "check", "198.51.100.99", "www-nginx", "--port", "443", policy=path)
         assert done.returncode == 0, done.stderr
         assert f"allowed by rule public-web ({path}:15)" in done.stdout
+        assert "the installed rules match the policy" in done.stdout
         assert "Docker forwards it to www-nginx:443/tcp" in done.stdout
         done = dockwall(box, "check", "203.0.113.99", "203.0.113.1", "--port", "8080", policy=path)
         assert "dropped by the default" in done.stdout and "arriving on eth1" in done.stdout

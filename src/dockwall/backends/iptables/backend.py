@@ -142,7 +142,9 @@ class IptablesBackend:
             return [Decision(Outcome.NOT_INSTALLED, "", "", None) for _ in packets], in_sync
         sets = self.read_sets()
         in_sync = in_sync and all(
-            sets.get(n) == m for f in families for n, m in ipsets.wanted(f, ruleset).items()
+            sets.get(n) == m
+            for f in families
+            for n, m in ipsets.wanted(f, ruleset.in_family(f)).items()
         )
         decided = [evaluate.evaluate(installed[Family.of(p.source)], p, sets) for p in packets]
         return decided, in_sync
