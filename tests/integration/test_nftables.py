@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +22,43 @@ import pytest
 from dockwall_sandbox import Scenario, SeededSandbox
 from dockwall_sandbox.matrix import Case, cases, probe
 from tests.integration.firewall import mismatches
-from tests.integration.test_firewall import ADMINS, EXAMPLE, LAN, example_policy_allows, saved_rules
+from tests.integration.test_firewall import (
+    ADMINS,
+    EXAMPLE,
+    LAN,
+    WAN_STRANGERS,
+    example_policy_allows,
+    saved_rules,
+)
 
 pytestmark = pytest.mark.integration
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 RUNNER = """
 import json, sys
+from dataclasses import replace
 from pathlib import Path
-from dockwall import app
+from dockwall import app, proc
+from dockwall.compiler import compile_policy
 from dockwall.backends.nftables import NftablesBackend
 
 command, kernel = sys.argv[1], NftablesBackend()
+if command == "update":  # as the daemon: from a host without container argv[4] to this host
+    ctx = app.prepare(Path(sys.argv[2]), sys.argv[3])
+    others = tuple(c for c in ctx.host.containers if c.name != sys.argv[4])
+    before = compile_policy(ctx.policy, replace(ctx.host, containers=others)).ruleset
+    after = ctx.compiled.ruleset
+    if sys.argv[5] == "remove":
+        before, after = after, before
+    kernel.apply(kernel.plan(before))
+    runs, run = [], proc.run
+    proc.run = lambda *a, **k: runs.append(a[0]) or run(*a, **k)
+    change = kernel.plan(after, fresh=False)
+    kernel.apply(change)
+    proc.run = run
+    print(json.dumps({"payload": change.families[0].payload or change.families[1].payload,
+                      "processes": runs, "in_sync": not NftablesBackend().plan(after).pending}))
+    sys.exit(0)
 if command == "remove":
     change = app.remove(kernel)
 elif command == "hits":
@@ -46,12 +72,14 @@ print(json.dumps({"pending": change.pending,
 """
 
 
-def nft_dockwall(seeded: SeededSandbox, command: str, policy: Path | None = None) -> Any:
+def nft_dockwall(
+    seeded: SeededSandbox, command: str, policy: Path | None = None, *more: str
+) -> Any:
     """Run the runner in the host namespace; its JSON answer."""
     sandbox = seeded.sandbox
     argv = [sys.executable, "-c", RUNNER, command]
     if policy is not None:
-        argv += [str(policy), sandbox.docker_host]
+        argv += [str(policy), sandbox.docker_host, *more]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH")) if p)
     env["DOCKWALL_STATE"] = str(sandbox.dirs.run / "dockwall-nft-applied.json")
@@ -189,3 +217,50 @@ def test_container_started_after_apply_is_closed_except_to_star_rules(
     wrong = mismatches(observed, expected)
     assert not wrong, "\n".join(wrong) + "\n" + dump(host)
     assert any(observed.values())
+
+
+LATE_RULES = """  - name: late-public
+    from: any
+    via: eth0
+    to: {label: "public=yes"}
+    ports: [8081, 8082]
+  - name: late-logged
+    from: lan
+    via: eth1
+    to: {label: "public=yes"}
+    log: true
+"""
+
+
+def test_a_container_coming_and_going_is_written_as_a_delta(
+    host: SeededSandbox, baseline: dict[Case, bool], tmp_path: Path
+) -> None:
+    """The daemon's path: a second container joins (then leaves) the class of two rules whose
+    sets exist already; only the sets' elements change, written over netlink, and the kernel
+    ends up exactly as a full rendering, with packets to match."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(EXAMPLE.read_text() + LATE_RULES)
+    box = host.sandbox
+    box.start_container("late", [(8082, 80)], labels={"public": "yes"})
+    late_web = box.start_container("late-web", [(8081, 80)], labels={"public": "yes"})
+    direct_open = any(ok for c, ok in baseline.items() if c.path == "direct")
+
+    def expected(joined: bool) -> Callable[[Case], bool]:
+        def allowed(case: Case) -> bool:
+            if not (case.path == "published" or direct_open):
+                return False
+            public = joined and case.port == 8081 and case.source in WAN_STRANGERS
+            return case.source in ADMINS or case.source in LAN or public
+
+        return allowed
+
+    for how, joined in (("add", True), ("remove", False)):
+        done = nft_dockwall(host, "update", policy, "late-web", how)
+        assert done["in_sync"] and done["processes"] == [], done  # no nft: over netlink
+        lines = done["payload"].splitlines()
+        assert all(re.match(r"(add|delete) element inet dockwall \S+ \{ ", x) for x in lines)
+        for name in ("dst4_tcp-late-public", "dst4-late-logged", "log4-late-logged"):
+            assert f" {name} {{" in done["payload"], done
+        observed = probe(box, cases(Scenario({late_web.name: late_web})))
+        wrong = mismatches(observed, expected(joined))
+        assert not wrong, "\n".join(wrong) + "\n" + dump(host)

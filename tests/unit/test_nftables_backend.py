@@ -5,14 +5,17 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import ClassVar
 
 import pytest
 
 from dockwall import proc
 from dockwall.backends.base import Backend
-from dockwall.backends.nftables import NftablesBackend, model, transaction
+from dockwall.backends.nftables import NftablesBackend, model, netlink, transaction
 from dockwall.errors import BackendError
 from dockwall.packets import Outcome, Packet
+from dockwall.ruleset import Ruleset
 from dockwall.values import Proto
 from tests.unit.test_nftables_readback import SEED_LISTING, seed_ruleset
 
@@ -134,3 +137,107 @@ def test_only_changed_sets_are_refilled_when_nothing_else_differs() -> None:
     other = model.table(list(new.sets), [model.Chain("governed", ())])
     assert transaction.elements_only(old, other) == ""
     assert transaction.to_apply(old, new).families[0].payload.startswith("flush set")
+
+
+class FakeWriter:
+    """Stands in for netlink.Writer: records each delta, or refuses it."""
+
+    refuse: ClassVar[bool] = False
+    calls: ClassVar[list[list[netlink.SetChange]]] = []
+
+    def write(self, table: str, changes: list[netlink.SetChange], timeout: float) -> None:
+        assert table == "dockwall" and timeout > 0
+        if FakeWriter.refuse:
+            raise BackendError("the kernel refused to delete from set x: No such file")
+        FakeWriter.calls.append(changes)
+
+
+@pytest.fixture
+def writer(monkeypatch: pytest.MonkeyPatch) -> type[FakeWriter]:
+    monkeypatch.setattr(netlink, "Writer", FakeWriter)
+    monkeypatch.setattr(FakeWriter, "calls", [])
+    monkeypatch.setattr(FakeWriter, "refuse", False)
+    return FakeWriter
+
+
+def with_web_at(*extra: str) -> Ruleset:
+    """The seed ruleset with www-nginx also at these addresses (a container came)."""
+    rs = seed_ruleset()
+    more = tuple(ipaddress.ip_network(a) for a in extra)
+    return replace(
+        rs,
+        allows=tuple(
+            replace(a, destinations=(*(a.destinations or ()), *more))
+            if a.rule == "public-web"
+            else a
+            for a in rs.allows
+        ),
+    )
+
+
+def test_a_trusted_change_of_elements_is_a_delta_written_over_netlink(
+    fake: FakeNft, writer: type[FakeWriter]
+) -> None:
+    backend = NftablesBackend()
+    backend.apply(backend.plan(seed_ruleset()))
+    calls = len(fake.calls)
+    change = backend.plan(with_web_at("192.0.2.9"), fresh=False)
+    v4, v6 = change.families
+    assert v4.payload == (
+        "add element inet dockwall dst4_tcp-public-web { 192.0.2.9 . 80, 192.0.2.9 . 443 }\n"
+    )
+    assert v4.added == (
+        "set dst4_tcp-public-web: element 192.0.2.9 . 80",
+        "set dst4_tcp-public-web: element 192.0.2.9 . 443",
+    )
+    assert not v6.pending and v4.hook == transaction.ELEMENTS
+    backend.apply(change)
+    assert writer.calls == [
+        [
+            netlink.SetChange(
+                "dst4_tcp-public-web",
+                "ipv4_addr . inet_service",
+                (),
+                ("192.0.2.9 . 80", "192.0.2.9 . 443"),
+            )
+        ]
+    ]
+    back = backend.plan(seed_ruleset(), fresh=False)
+    assert back.families[0].payload.startswith("delete element inet dockwall dst4_tcp-public-web")
+    backend.apply(back)
+    assert len(writer.calls) == 2 and len(fake.calls) == calls  # nft neither read nor run
+    assert not backend.plan(seed_ruleset(), fresh=False).pending
+
+
+def test_a_read_back_change_of_elements_refills_the_sets_with_nft(
+    fake: FakeNft, writer: type[FakeWriter]
+) -> None:
+    fake.installed = True
+    backend = NftablesBackend()
+    change = backend.plan(with_web_at("192.0.2.9"))
+    assert change.families[0].payload.startswith("flush set inet dockwall dst4_tcp-public-web")
+    backend.apply(change)
+    assert writer.calls == [] and fake.writes[-1] == change.families[0].payload
+
+
+def test_a_refused_delta_replaces_the_table_whole(fake: FakeNft, writer: type[FakeWriter]) -> None:
+    backend = NftablesBackend()
+    backend.apply(backend.plan(seed_ruleset()))
+    writer.refuse = True
+    backend.apply(backend.plan(with_web_at("192.0.2.9"), fresh=False))
+    assert fake.writes[-1].startswith("table inet dockwall {}\ndelete table inet dockwall\n")
+    assert "192.0.2.9 . 443" in fake.writes[-1]
+    assert not backend.plan(with_web_at("192.0.2.9"), fresh=False).pending
+
+
+def test_when_the_replacement_fails_too_nothing_is_trusted(
+    fake: FakeNft, writer: type[FakeWriter]
+) -> None:
+    backend = NftablesBackend()
+    backend.apply(backend.plan(seed_ruleset()))
+    writer.refuse, fake.refuse = True, True
+    with pytest.raises(BackendError, match="nothing was changed"):
+        backend.apply(backend.plan(with_web_at("192.0.2.9"), fresh=False))
+    reads = len(fake.calls)
+    backend.plan(seed_ruleset(), fresh=False)
+    assert len(fake.calls) == reads + 1  # read the kernel again

@@ -1,8 +1,11 @@
 """The nftables backend: one table of dockwall's own, `table inet dockwall`, replaced whole by
-one `nft -f` transaction (IPv4 and IPv6 together).
+one `nft -f` transaction (IPv4 and IPv6 together), or, where only set elements change, its
+sets changed in one transaction.
 
-render (Ruleset -> Table, pure) / readback (`nft -j` -> the same Table shape, pure) /
-transaction (the difference, pure) / backend (the only code that runs nft) / evaluate (check).
+render (Ruleset -> Table, pure) / patch (the same, from the last rendering, pure) / readback
+(`nft -j` -> the same Table shape, pure) / transaction (the difference, pure) / netlink (set
+element changes as an nfnetlink batch) / backend (the only code that runs nft or writes to
+the kernel) / evaluate (check).
 """
 
 from dockwall.backends.nftables.backend import NftablesBackend

@@ -61,8 +61,8 @@ BASE_SPEC = f"type filter hook forward priority {PRIORITY}; policy accept;"
 
 def render(ruleset: Ruleset) -> Table:
     sets: dict[str, NftSet] = {}
-    governed = [rule for allow in in_order(ruleset.allows) for rule in _allow(allow, sets)]
-    log_rules, log_chains = _logging(ruleset, sets)
+    governed = [rule for allow in in_order(ruleset.allows) for rule in allow_rules(allow, sets)]
+    log_rules, log_chains = logging_rules(ruleset, sets)
     default = _log_line(ruleset, "default") if ruleset.log_default else []
     default.append(Rule(("counter", _verdict(ruleset.default))))
     chains = [
@@ -99,9 +99,9 @@ def _names(names: list[str]) -> str:
     return quoted[0] if len(quoted) == 1 else "{ " + ", ".join(quoted) + " }"
 
 
-def _allow(allow: Allow, sets: dict[str, NftSet]) -> list[Rule]:
-    """The rules of one allow: one per family it names (one for both if it names no address),
-    and per protocol of its ports."""
+def allow_rules(allow: Allow, sets: dict[str, NftSet]) -> list[Rule]:
+    """The rules of one allow, its sets put into sets: one rule per family it names (one for
+    both if it names no address), and per protocol of its ports."""
     if allow.sources is None and allow.destinations is None:
         return _allow_in(allow, None, sets)
     narrowed = [(f, allow.in_family(f)) for f in FAMILIES]
@@ -195,7 +195,7 @@ def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def _logging(ruleset: Ruleset, sets: dict[str, NftSet]) -> tuple[list[Rule], list[Chain]]:
+def logging_rules(ruleset: Ruleset, sets: dict[str, NftSet]) -> tuple[list[Rule], list[Chain]]:
     """Drops of traffic to a container that a logging rule names are logged under the first
     such rule (in policy order), once, and not again as the default's."""
     rules, chains = [], []

@@ -1,0 +1,144 @@
+"""Patching the last rendering gives exactly what a full rendering gives."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dockwall.backends.nftables import model, patch, render
+from dockwall.ruleset import Allow, Ruleset
+from dockwall.values import Family, IPNetwork, PortRange, Proto, Verdict
+
+net = ipaddress.ip_network
+SOURCES = [
+    net(a) for a in ("198.51.100.10", "198.51.100.11", "203.0.113.0/28", "2001:db8:100::10", "::/0")
+]
+HOSTS = [net(f"192.0.2.{i}") for i in range(1, 9)] + [net(f"2001:db8:d0c::{i}") for i in (1, 2, 3)]
+PORTS = [PortRange(Proto.TCP, 80, 80), PortRange(Proto.TCP, 81, 90), PortRange(Proto.UDP, 53, 53)]
+
+
+def nets(
+    pool: list[IPNetwork], min_size: int = 0
+) -> st.SearchStrategy[tuple[IPNetwork, ...] | None]:
+    return st.none() | st.lists(st.sampled_from(pool), min_size=min_size, unique=True).map(
+        lambda found: tuple(sorted(found, key=lambda n: (n.version, n)))
+    )
+
+
+@st.composite
+def allows(draw: st.DrawFn, name: str) -> Allow:
+    ports = draw(st.none() | st.lists(st.sampled_from(PORTS), min_size=1, unique=True))
+    return Allow(
+        name,
+        1,
+        (name,),
+        draw(st.sampled_from([None, "eth0"])),
+        draw(nets(SOURCES)),
+        draw(nets(HOSTS, min_size=1)),
+        None if ports is None else tuple(sorted(ports)),
+        draw(st.booleans()),
+    )
+
+
+@st.composite
+def rulesets(draw: st.DrawFn) -> Ruleset:
+    names = draw(st.lists(st.sampled_from(["a", "b", "web", "db"]), unique=True, max_size=4))
+    return Ruleset(
+        ("docker0",),
+        ("br-",),
+        tuple(draw(allows(n)) for n in names),
+        draw(st.sampled_from(list(Verdict))),
+        draw(st.booleans()),
+    )
+
+
+@st.composite
+def moved(draw: st.DrawFn, allow: Allow) -> Allow:
+    """allow as compiled later: unchanged, a container more or less in a family it already
+    reaches (the usual event), or any destinations at all."""
+    how = draw(st.sampled_from(["same", "container", "container", "container", "any"]))
+    if how == "any":
+        return replace(allow, destinations=draw(nets(HOSTS)))
+    if how == "same" or not allow.destinations:
+        return allow
+    host = draw(
+        st.sampled_from(
+            [h for h in HOSTS if any(h.version == d.version for d in allow.destinations)]
+        )
+    )
+    found = set(allow.destinations) ^ {host}
+    if not any(h.version == host.version for h in found):
+        return allow
+    return replace(allow, destinations=tuple(sorted(found, key=lambda n: (n.version, n))))
+
+
+@st.composite
+def changes(draw: st.DrawFn) -> tuple[Ruleset, Ruleset]:
+    """A ruleset and one compiled later: some allows' destinations differ, sometimes more."""
+    before = draw(rulesets())
+    after = replace(before, allows=tuple(draw(moved(a)) for a in before.allows))
+    if draw(st.integers(0, 9)) == 7:  # now and then, more than destinations
+        after = draw(st.sampled_from([replace(after, default=Verdict.REJECT), draw(rulesets())]))
+    return before, after
+
+
+def in_family(nets: tuple[IPNetwork, ...] | None, family: Family) -> bool:
+    return bool(nets and any(Family.of(n) is family for n in nets))
+
+
+def same_shape(old: Allow, new: Allow) -> bool:
+    """Destinations changed, but not whether there are any in each family."""
+    if (old.destinations is None) != (new.destinations is None):
+        return False
+    return all(in_family(old.destinations, f) == in_family(new.destinations, f) for f in Family)
+
+
+@settings(max_examples=400, deadline=None)
+@given(changes())
+def test_a_patch_equals_the_full_rendering(change: tuple[Ruleset, Ruleset]) -> None:
+    before, after = change
+    rendered = render.render(before)
+    patched = patch.patch(before, rendered, after)
+    if patched is not None:
+        assert patched == render.render(after)
+    only_destinations = len(before.allows) == len(after.allows) and all(
+        replace(old, destinations=new.destinations) == new
+        for old, new in zip(before.allows, after.allows, strict=True)
+    )
+    pairs = zip(before.allows, after.allows, strict=True)
+    if (
+        only_destinations
+        and (before.default, before.log_default) == (after.default, after.log_default)
+        and all(old == new or (same_shape(old, new) and not old.log) for old, new in pairs)
+    ):
+        assert patched is not None
+
+
+def web(destinations: tuple[IPNetwork, ...]) -> Allow:
+    return Allow("web", 1, ("any",), "eth0", None, destinations, (PORTS[0],))
+
+
+def test_unchanged_sets_and_chains_are_the_same_objects() -> None:
+    admins = Allow("admins", 2, ("admins",), "eth0", tuple(SOURCES[:2]), None, None)
+    before = Ruleset(("docker0",), ("br-",), (web(tuple(HOSTS[:1])), admins), Verdict.DROP)
+    after = replace(before, allows=(web(tuple(HOSTS[:2])), admins))
+    rendered = render.render(before)
+    patched = patch.patch(before, rendered, after)
+    assert patched is not None and patched == render.render(after)
+    assert patched.chains is rendered.chains
+    for old, new in zip(rendered.sets, patched.sets, strict=True):
+        assert (old is new) == (old.name != "dst4_tcp-web"), old.name
+    assert patch.patch(after, patched, after) is patched
+
+
+def test_a_rule_appearing_or_a_changed_frame_renders_whole() -> None:
+    before = Ruleset(("docker0",), ("br-",), (web(tuple(HOSTS[:1])),), Verdict.DROP)
+    rendered = render.render(before)
+    v6_too = replace(before, allows=(web((HOSTS[0], HOSTS[-1])),))  # a rule for IPv6 appears
+    assert patch.patch(before, rendered, v6_too) is None
+    assert patch.patch(before, rendered, replace(before, bridges=("docker0", "br-x"))) is None
+    assert patch.patch(before, rendered, replace(before, allows=())) is None
+    assert model.text(render.render(v6_too)).count("dst6_tcp-web") == 2
