@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import os
 import subprocess
 import time
 from collections.abc import Sequence
@@ -10,31 +12,47 @@ from dockwall.errors import BackendError
 
 DEFAULT_TIMEOUT = 30.0  # seconds
 
+# The latest children's pids: the kernel names the process behind each nftables change, and
+# the daemon's watch of those changes skips dockwall's own.
+CHILDREN: collections.deque[int] = collections.deque(maxlen=64)
+
+
+def ours(pid: int) -> bool:
+    """Whether pid is this process or one of its latest children."""
+    return pid == os.getpid() or pid in CHILDREN
+
 
 def run(argv: Sequence[str], stdin: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> str:
-    """Run argv, return its stdout. A non-zero exit or a timeout raises BackendError.
-
-    On timeout subprocess.run kills the child before raising, so nothing is left hanging.
-    """
+    """Run argv, return its stdout. A non-zero exit or a timeout raises BackendError; on
+    timeout the child is killed before raising, so nothing is left hanging."""
     try:
-        done = subprocess.run(
-            list(argv),
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        child = _start(argv)
+    except OSError as exc:
+        raise BackendError(f"cannot run {argv[0]}: {exc.strerror}") from None
+    try:
+        out, err = child.communicate(stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
         raise BackendError(
             f"{argv[0]} did not finish within {timeout:g} s; it was killed"
         ) from None
-    except OSError as exc:
-        raise BackendError(f"cannot run {argv[0]}: {exc.strerror}") from None
-    if done.returncode != 0:
-        detail = done.stderr.strip() or f"exit code {done.returncode}"
+    if child.returncode != 0:
+        detail = err.strip() or f"exit code {child.returncode}"
         raise BackendError(f"{' '.join(argv)} failed: {detail}")
-    return done.stdout
+    return out
+
+
+def _start(argv: Sequence[str]) -> subprocess.Popen[str]:
+    child = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    CHILDREN.append(child.pid)
+    return child
 
 
 def run_all(
@@ -45,15 +63,7 @@ def run_all(
     started: list[subprocess.Popen[str] | str] = []
     for argv, _ in jobs:
         try:
-            started.append(
-                subprocess.Popen(
-                    list(argv),
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-            )
+            started.append(_start(argv))
         except OSError as exc:
             started.append(f"cannot run {argv[0]}: {exc.strerror}")
     deadline = time.monotonic() + timeout

@@ -240,6 +240,18 @@ def test_large_group_is_an_ipset_swapped_on_change(host: SeededSandbox, tmp_path
     assert box.run_in_host(["ipset", "list", "-n"]).stdout.split() == []
 
 
+def test_containers_are_class_sets_and_remove_leaves_none(host: SeededSandbox) -> None:
+    """The seed's containers are found through one ipset per class and family; remove
+    deletes them with the rules."""
+    box = host.sandbox
+    apply(host, EXAMPLE)
+    sets = box.run_in_host(["ipset", "list", "-n"]).stdout.split()
+    assert sorted(s[:5] for s in sets) == ["dwc4-", "dwc6-"], sets
+    assert "--match-set dwc4-" in saved_rules(host)
+    dockwall(box, "remove")
+    assert box.run_in_host(["ipset", "list", "-n"]).stdout.split() == []
+
+
 def test_switching_backend_leaves_one_set_of_rules(host: SeededSandbox, tmp_path: Path) -> None:
     box = host.sandbox
     policy = tmp_path / "policy.yaml"

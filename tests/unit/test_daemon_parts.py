@@ -8,6 +8,7 @@ import queue
 
 from dockwall import policydiff
 from dockwall.daemon import describe
+from dockwall.daemon.kernelwatch import Transactions
 from dockwall.daemon.triggers import Kind, Trigger, event_trigger, wait
 from dockwall.hoststate import Container, Endpoint, HostState
 from dockwall.logfmt import FIELDS, LogfmtFormatter
@@ -87,3 +88,24 @@ def test_log_lines_are_logfmt_and_quote_what_needs_it() -> None:
     assert line.startswith("time=")
     assert 'level=info msg="rule x updated" added=3 why="a \\"b\\"\\nc" age_ms=1.2' in line
     assert "\n" not in line
+
+
+MONITOR = """add table inet t
+# new generation 2 by process 6563 (nft)
+add rule ip filter FOO counter packets 0 bytes 0 return
+# new generation 4 by process 6571 (iptables-restor)
+add element inet dockwall dst4_tcp-web { 192.0.2.9 . 80 }
+# new generation 5 by process 700 (python3)
+add rule ip filter DOCKER-USER counter packets 0 bytes 0 return
+# new generation 6
+"""
+
+
+def test_only_foreign_transactions_on_watched_tables_wake_the_daemon() -> None:
+    transactions = Transactions(lambda pid: pid == 700)
+    found = [t for t in map(transactions.feed, MONITOR.splitlines()) if t is not None]
+    assert found == [
+        "add rule ip filter FOO counter packets 0 bytes 0 return "
+        "(by process 6571 (iptables-restor))",
+        "add rule ip filter DOCKER-USER counter packets 0 bytes 0 return",
+    ]

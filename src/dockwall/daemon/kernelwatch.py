@@ -1,6 +1,10 @@
 """Wake the daemon the moment someone changes the filter rules, instead of at the next drift
 check: iptables-nft and nft both write through nftables, whose changes `nft monitor` streams.
 
+nft monitor ends each transaction with "# new generation N by process PID (name)": a
+transaction of dockwall's own (its process, or one of its latest children) wakes nothing, so
+a container start costs no readback of the whole table.
+
 Where there is no `nft` (or the host uses iptables-legacy, which nftables doesn't see) this
 does nothing and the timed drift check is the only guard. `nft monitor` runs for as long as
 dockwall does, so it has no timeout; it is ended by pid on stop and restarted if it dies.
@@ -9,16 +13,45 @@ dockwall does, so it has no timeout; it is ended by pid on stop and restarted if
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 
+from dockwall import proc
 from dockwall.daemon.triggers import Kind, Trigger, Triggers
 
 log = logging.getLogger(__name__)
 
 WATCHED = (" filter ", " dockwall ")  # iptables' filter tables and dockwall's nftables table
+GENERATION = re.compile(r"# new generation \d+(?: by process (\d+) \((.*)\))?")
+
+
+class Transactions:
+    """Reads nft monitor's lines, one at a time; says which transactions changed a watched
+    table and were not dockwall's own."""
+
+    def __init__(self, ours: Callable[[int], bool]) -> None:
+        self._ours = ours
+        self._touched = ""  # the first watched line of the transaction being read
+
+    def feed(self, line: str) -> str | None:
+        """At the end of a foreign transaction that touched a watched table: what it did
+        and who did it; else None."""
+        end = GENERATION.match(line)
+        if end is None:
+            if not self._touched and any(word in line for word in WATCHED):
+                self._touched = line.strip()[:200]
+            return None
+        touched, self._touched = self._touched, ""
+        pid = None if end.group(1) is None else int(end.group(1))
+        if not touched or (pid is not None and self._ours(pid)):
+            return None
+        return f"{touched} (by process {pid} ({end.group(2)}))" if pid else touched
+
+
 RESTART_PAUSE = 5.0  # seconds before starting nft monitor again if it ended
 STOP_WAIT = 5.0
 
@@ -60,9 +93,12 @@ class KernelWatch(threading.Thread):
             return
         log.debug("watching nftables for rule changes")
         assert self._child.stdout is not None
+        transactions = Transactions(proc.ours)
         for line in self._child.stdout:
             if self._stopping.is_set():
                 return
-            if any(word in line for word in WATCHED):
-                self._triggers.put(Trigger(Kind.KERNEL_CHANGED, line.strip()[:200], time.time()))
+            foreign = transactions.feed(line)
+            if foreign is not None:
+                log.debug("rules changed by someone else", extra={"fields": {"what": foreign}})
+                self._triggers.put(Trigger(Kind.KERNEL_CHANGED, foreign, time.time()))
         self._child.wait()
