@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -66,27 +67,37 @@ def matching_containers(rule: Rule, host: HostState) -> tuple[Container, ...]:
     """Containers a rule's `to` selects (all of them for "*")."""
     if rule.targets is None:
         return host.containers
+    if len(rule.targets) == 1:  # the common case, without a generator per container
+        (only,) = rule.targets
+        return tuple(c for c in host.containers if selects(only, c))
     return tuple(c for c in host.containers if any(selects(s, c) for s in rule.targets))
 
 
 def selects(selector: Selector, container: Container) -> bool:
-    """True if every key set in the selector matches the container."""
-    checks = []
-    if selector.container is not None:
-        checks.append(fnmatchcase(container.name, selector.container))
+    """True if every key set in the selector matches the container (and one is set). Checked
+    for every rule and container on every compile, so it returns at the first miss."""
+    chosen = False
     if selector.label is not None:
         key, value = selector.label
-        checks.append(key in container.labels and value in (None, container.labels[key]))
+        if key not in container.labels or value not in (None, container.labels[key]):
+            return False
+        chosen = True
+    if selector.container is not None:
+        if not fnmatchcase(container.name, selector.container):
+            return False
+        chosen = True
     if selector.network is not None:
-        checks.append(any(ep.network == selector.network for ep in container.endpoints))
+        if all(ep.network != selector.network for ep in container.endpoints):
+            return False
+        chosen = True
     if selector.compose is not None:
-        project, service = selector.compose
-        labels = container.labels
-        checks.append(
-            labels.get(COMPOSE_SERVICE) == service
-            and project in (None, labels.get(COMPOSE_PROJECT))
-        )
-    return bool(checks) and all(checks)
+        return _composed(selector.compose, container.labels)
+    return chosen
+
+
+def _composed(compose: tuple[str | None, str], labels: Mapping[str, str]) -> bool:
+    project, service = compose
+    return labels.get(COMPOSE_SERVICE) == service and project in (None, labels.get(COMPOSE_PROJECT))
 
 
 @functools.lru_cache(maxsize=65536)  # the same objects every compile: cheap to compare
