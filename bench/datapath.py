@@ -1,36 +1,80 @@
 """Benchmark: what dockwall costs the datapath when the allowlist is large.
 
-    python3 bench/datapath.py [--engine 28] [--seconds 5] [--rounds 3] [--nftables]
+    python3 bench/datapath.py [--engine 28] [--rounds 9] [--seconds 3] [--bulk-seconds 6]
+                              [--connections 64] [--quiet 0.03] [--retries 3] [--no-pin]
+                              [--nftables]
 
-In a sandboxed Docker host, one container publishes 8080 (busybox httpd, with a 512 MiB
-file). The policy allows 10,000 IPv6 source addresses to it, the test source among the
-last. From the WAN namespace, for each way of filtering, in interleaved rounds:
-- new connections per second: short HTTP/1.0 connections from 4 threads for --seconds;
-- bulk throughput: one connection downloading the 512 MiB file.
-Ways: no dockwall; dockwall iptables (+ ipset); the seed's way (one rule per address, a
-linear walk); dockwall nftables (with --nftables, once that backend exists). Each is
-reported as a ratio of the no-dockwall figure (median over rounds).
+In a sandboxed Docker host, one container publishes 8080 -> 80. The policy allows 10,000
+IPv6 sources to it; the test source 2001:db8:100::10 is 10th from last both as listed and in
+address order (dockwall sorts sources). Ways: no dockwall; dockwall iptables (+ ipset); the
+seed's way (one rule per address: a linear walk of 9,990 rules before the test source's);
+dockwall nftables (with --nftables). In interleaved rounds (the order rotates each round),
+from the WAN namespace, for each way:
+- new connections per second: wrk, one thread, --connections concurrent connections, every
+  request with "Connection: close", for --seconds;
+- bulk: one TCP connection reading an endless body (zeros sent again and again from one
+  cache-sized in-memory file with sendfile, read into a 256 KiB buffer); the first second
+  (slow start) is not counted, then --bulk-seconds are (its rate wanders by some 5% from one
+  half second to the next even on an idle machine, so it needs the longer window).
+The server is bench/datapath_server.c (one process, epoll, sendfile; no fork per connection)
+in the container, the bulk client bench/datapath_client.c; both are built at start with
+`gcc -O2 -static`. Client and server are pinned to CPU 0 and CPU 1 (--no-pin: not): each
+packet's way through the Docker host runs in softirq on the CPU of the process that sent it,
+so the SYN's walk through the firewall is paid on the client's CPU, which is the busy one.
+Before each figure the Docker host's conntrack table is flushed, so each way starts alike.
+
+The machine may be shared: a figure taken while other processes used more than --quiet of
+the machine's CPU time (from /proc/PID/stat: processes other than this one, its
+descendants and the server) is taken again, up to --retries times; if even the least
+disturbed attempt was above, it is kept but marked "*" and left out of the statistics.
+
+Each figure is the median, with the min-max spread, over the rounds where it was quiet; a
+ratio is the median (and min-max) of the per-round ratios to no dockwall in the same round,
+over the n rounds where both figures were quiet. Even on an idle machine (a VM) one figure
+wanders by several percent from one measurement to the next: compare ratios with their
+spread, and raise --rounds to narrow it. "hits" is the count on dockwall's allow rules per
+connection made: not 0 shows the traffic went through dockwall's rules (iptables counts 2:
+dockwall's chain is jumped from both FORWARD and DOCKER-USER, so each SYN passes it twice).
+
+Needs wrk and gcc with a static libc (Debian: apt-get install -y wrk gcc libc6-dev).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import shutil
 import statistics
 import sys
 import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from dockwall_sandbox import Sandbox, Side, cleanup_leftovers
+from dockwall_sandbox import Sandbox, SandboxError, Side, cleanup_leftovers
+from dockwall_sandbox._proc import run
 from dockwall_sandbox.dockwall_cli import _env, dockwall
 
+HERE = Path(__file__).resolve().parent
 SOURCE = "2001:db8:100::10"
 TARGET = "2001:db8:100::1"
-PORT = 8080
-LINEAR = (
+PORT = 8080  # published
+CONTAINER_PORT = 80  # datapath_server, in the container
+HTTPD_PORT = 81  # the image's busybox httpd, moved out of the way
+ENDLESS = 1 << 50  # bytes of /big: more than any run reads
+CLIENT_CPU, SERVER_CPU = 0, 1
+WARMUP = 1.0
+NONE = "none"
+IPSET = "dockwall iptables+ipset"
+LINEAR = "seed's way (linear)"
+NFT = "dockwall nftables"
+LINEAR_APPLY = (
     "import sys\n"
     "from dockwall.backends.iptables import ipsets\n"
     "ipsets.THRESHOLD = 10**9  # the seed's way: no sets, one rule per address\n"
@@ -38,12 +82,27 @@ LINEAR = (
     "sys.argv = ['dockwall', 'apply', '-p', sys.argv[1], '--docker-host', sys.argv[2]]\n"
     "main()\n"
 )
+# wrk prints its summary for people; this prints it once more, exactly, as JSON.
+WRK_REPORT = """done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "us": %d, "connect": %d, "read": %d, "write": %d, "status": %d, '
+    .. '"timeout": %d}\\n', summary.requests, summary.duration, e.connect, e.read, e.write,
+    e.status, e.timeout))
+end
+"""
+_COUNTER = re.compile(r"^\[(\d+):\d+\]")
+_NFT_COUNTER = re.compile(r"counter packets (\d+) bytes \d+ accept")
 
 
 def policy_text() -> str:
-    """10,000 sources: 9,990 synthetic ones (never sent a packet), the test source 10th last."""
-    others = [str(IPv6Address("2001:db8:ffff::") + n) for n in range(1, 10_000)]
-    members = [*others[:-9], SOURCE, *others[-9:]]
+    """10,000 sources, the test source 10th from last both as listed and in address order.
+    The 9,999 others are synthetic (nothing sends from them), one per /64, so that no two
+    are adjacent and nothing can merge them into a few prefixes."""
+    below = [f"2001:db8:1:{n:x}::1" for n in range(1, 9_991)]
+    above = [f"2001:db8:ffff:{n:x}::1" for n in range(1, 10)]
+    members = [*below, SOURCE, *above]
+    assert sorted(members, key=IPv6Address).index(SOURCE) == len(members) - 10
     listed = ", ".join(f'"{m}"' for m in members)
     return (
         "version: 1\ngroups:\n  many: [" + listed + "]\nrules:\n"
@@ -51,74 +110,333 @@ def policy_text() -> str:
     )
 
 
-def set_way(box: Sandbox, way: str, policy: Path) -> None:
-    dockwall(box, "remove")
-    if way == "none":
-        return
-    if way == "seed's way (linear)":
-        argv = [sys.executable, "-c", LINEAR, str(policy), box.docker_host]
-        done = box.run_in_host(argv, check=False, env=_env(box), timeout=600)
-    else:
-        extra = ["--backend", "nftables"] if way == "dockwall nftables" else []
-        done = dockwall(box, "apply", *extra, policy=policy)
-    if done.returncode != 0:
-        raise SystemExit(f"{way}: {done.stderr}")
+def check_tools() -> None:
+    missing = [tool for tool in ("wrk", "gcc") if shutil.which(tool) is None]
+    if missing:
+        raise SystemExit(
+            f"missing: {', '.join(missing)}; install with: apt-get install -y wrk gcc libc6-dev"
+        )
 
 
-def measure(box: Sandbox, seconds: float) -> tuple[float, float]:
-    loadgen = [sys.executable, "-m", "dockwall_sandbox.loadgen"]
-    conn = box.run_in_outside(
-        Side.WAN,
-        [*loadgen, "conn", SOURCE, TARGET, str(PORT), str(seconds), "4"],
-        timeout=seconds + 60,
+def build(folder: Path) -> tuple[Path, Path]:
+    """The server and the bulk client, static, so that they run in the busybox container."""
+    built = []
+    for name in ("datapath_server", "datapath_client"):
+        binary = folder / name
+        argv = ["gcc", "-O2", "-static", "-Wall", "-o", str(binary), str(HERE / f"{name}.c")]
+        done = run(argv, timeout=120, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"gcc failed on {name}.c (static libc: libc6-dev):\n{done.stderr}")
+        built.append(binary)
+    return built[0], built[1]
+
+
+@dataclass
+class Series:
+    """One figure per round, and whether it was taken on a quiet machine."""
+
+    values: list[float] = field(default_factory=list)
+    quiet: list[bool] = field(default_factory=list)
+
+    def add(self, value: float, quiet: bool) -> None:
+        self.values.append(value)
+        self.quiet.append(quiet)
+
+    def used(self) -> list[float]:
+        """The quiet figures; all of them if none was quiet."""
+        return [v for v, q in zip(self.values, self.quiet, strict=True) if q] or self.values
+
+    def ratios(self, base: Series) -> tuple[list[float], int]:
+        """Per-round ratios to base, of the rounds where both figures are quiet (of all rounds
+        if there is none such), and how many rounds that is (0: none was quiet)."""
+        pairs = zip(self.values, self.quiet, base.values, base.quiet, strict=True)
+        quiet = [a / b for a, qa, b, qb in pairs if qa and qb]
+        everything = [a / b for a, b in zip(self.values, base.values, strict=True)]
+        return quiet or everything, len(quiet)
+
+
+@dataclass
+class Figures:
+    conn: Series = field(default_factory=Series)  # new connections per second
+    bulk: Series = field(default_factory=Series)  # bytes per second
+    hits: list[float] = field(default_factory=list)  # allow-rule hits per connection
+
+
+@dataclass
+class Bench:
+    box: Sandbox
+    args: argparse.Namespace
+    client: Path
+    script: Path
+    policy: Path
+    results: dict[str, Figures]
+    linear_position: str = "?"
+    connections_made: int = 0
+
+    @property
+    def pin(self) -> bool:
+        return not bool(self.args.no_pin)
+
+    def pinned(self, argv: list[str], cpu: int) -> list[str]:
+        return ["/usr/bin/taskset", "-c", str(cpu), *argv] if self.pin else argv
+
+    def prepare(self, server: Path) -> None:
+        """Container `web` with datapath_server on 80 (published as 8080); the source set."""
+        box = self.box
+        box.start_container("web", [(PORT, CONTAINER_PORT)], listen=[HTTPD_PORT])
+        box.docker("cp", str(server), "web:/bin/datapath_server")
+        cpu = [str(SERVER_CPU)] if self.pin else []
+        argv = ["/bin/datapath_server", str(CONTAINER_PORT), str(ENDLESS), *cpu]
+        box.docker("exec", "-d", "web", *argv)
+        # wrk cannot bind a source address: make the WAN host pick the allowlisted one.
+        route = ["route", "replace", f"{TARGET}/128", "dev", "eth0", "src", SOURCE]
+        box.run_in_outside(Side.WAN, ["/usr/sbin/ip", "-6", *route])
+        deadline = time.monotonic() + 15
+        while not box.probe(Side.WAN, [(SOURCE, TARGET, PORT)])[0]:
+            if time.monotonic() > deadline:
+                raise SystemExit("datapath_server in the container does not answer")
+            time.sleep(0.2)
+
+    def set_way(self, way: str) -> None:
+        box = self.box
+        dockwall(box, "remove")
+        if way == NONE:
+            return
+        if way == LINEAR:
+            argv = [sys.executable, "-c", LINEAR_APPLY, str(self.policy), box.docker_host]
+            done = box.run_in_host(argv, check=False, env=_env(box), timeout=600)
+        else:
+            extra = ["--backend", "nftables"] if way == NFT else []
+            done = dockwall(box, "apply", *extra, policy=self.policy)
+        if done.returncode != 0:
+            raise SystemExit(f"{way}: {done.stderr}")
+
+    def flush_conntrack(self) -> None:
+        self.box.run_in_host(["/usr/sbin/conntrack", "-F"], check=False, timeout=30)
+
+    def new_connections(self) -> float:
+        """New connections per second, each a GET of a tiny body with "Connection: close"."""
+        seconds = self.args.seconds
+        wrk = ["wrk", "-t1", f"-c{self.args.connections}", f"-d{seconds:g}s"]
+        wrk += ["--timeout", "5s", "-H", "Connection: close", "-s", str(self.script)]
+        wrk += [f"http://[{TARGET}]:{PORT}/"]
+        done = self.box.run_in_outside(Side.WAN, self.pinned(wrk, CLIENT_CPU), timeout=seconds + 60)
+        result: dict[str, int] = json.loads(done.stdout.strip().splitlines()[-1])
+        errors = {k: v for k, v in result.items() if k not in ("requests", "us") and v}
+        if result["requests"] == 0 or errors:
+            raise SystemExit(f"wrk: {result}\n{done.stdout}")
+        self.connections_made += result["requests"]
+        return result["requests"] / (result["us"] / 1e6)
+
+    def bulk(self) -> float:
+        """Bytes per second through one connection, after the first second."""
+        seconds = self.args.bulk_seconds
+        argv = [str(self.client), SOURCE, TARGET, str(PORT), f"{WARMUP:g}", f"{seconds:g}"]
+        argv += [str(CLIENT_CPU)] if self.pin else []
+        done = self.box.run_in_outside(Side.WAN, argv, timeout=seconds + WARMUP + 30)
+        moved = json.loads(done.stdout)
+        return float(moved["bytes"]) / float(moved["seconds"])
+
+    def quietly(self, measure: Callable[[], float]) -> tuple[float, bool]:
+        """measure(), taken again while others used more than --quiet of the machine's CPU;
+        the figure of the least disturbed attempt, and whether even that one was noisy."""
+        best: tuple[float, float] | None = None  # (others' share, figure)
+        for attempt in range(self.args.retries + 1):
+            if attempt:
+                time.sleep(1.0)
+            self.flush_conntrack()
+            before = _cpu_sample()
+            figure = measure()
+            others = _others_share(before, _cpu_sample())
+            if best is None or others < best[0]:
+                best = (others, figure)
+            if others <= self.args.quiet:
+                break
+        assert best is not None
+        return best[1], best[0] > self.args.quiet
+
+    def allow_hits(self, way: str) -> int:
+        """Packets counted on dockwall's allow rules (rule `many`) since the way was set."""
+        if way == NONE:
+            return 0
+        if way == NFT:
+            listed = self.box.run_in_host(["/usr/sbin/nft", "list", "ruleset"], timeout=60)
+            return sum(
+                int(m.group(1))
+                for line in listed.stdout.splitlines()
+                if "dockwall:many" in line and (m := _NFT_COUNTER.search(line))
+            )
+        saved = self.box.run_in_host(["/usr/sbin/ip6tables-save", "-c"], timeout=60).stdout
+        allows = [line for line in saved.splitlines() if "dockwall:many" in line]
+        if way == LINEAR:
+            mine = [n for n, line in enumerate(allows, 1) if f" -s {SOURCE}/128 " in line]
+            self.linear_position = f"{mine[0] if mine else '?'} of {len(allows)}"
+        return sum(int(m.group(1)) for line in allows if (m := _COUNTER.match(line)))
+
+    def measure(self, way: str) -> None:
+        figures = self.results[way]
+        hits_before, made_before = self.allow_hits(way), self.connections_made
+        conn, noisy_conn = self.quietly(self.new_connections)
+        hits = self.allow_hits(way) - hits_before
+        made = self.connections_made - made_before
+        moved, noisy_bulk = self.quietly(self.bulk)
+        figures.conn.add(conn, not noisy_conn)
+        figures.bulk.add(moved, not noisy_bulk)
+        # Of every attempt; the SYNs of the few connections in flight when wrk stopped count
+        # as hits but not as connections.
+        figures.hits.append(hits / made)
+        print(
+            f"  {way:26} {conn:9.0f} conn/s{'*' if noisy_conn else ' '} "
+            f"{moved / 2**20:8.0f} MiB/s{'*' if noisy_bulk else ' '}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def warm_up(self) -> None:
+        """One discarded measurement, so the first way is not measured on a cold host."""
+        self.set_way(NONE)
+        self.flush_conntrack()
+        self.new_connections()
+        self.bulk()
+
+
+PF_KTHREAD = 0x00200000
+
+
+@dataclass(frozen=True)
+class Task:
+    ppid: int
+    comm: str
+    kernel: bool  # a kernel thread (ksoftirqd and the like run our softirq work)
+    ticks: int  # CPU time of the task and of its children it has waited for
+
+
+Tasks = dict[int, Task]
+
+
+def _tasks() -> Tasks:
+    """Every process's CPU time so far, from /proc/PID/stat."""
+    tasks: Tasks = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        head, _, tail = stat.rpartition(")")
+        fields = tail.split()
+        kernel = bool(int(fields[6]) & PF_KTHREAD)
+        ticks = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        tasks[int(entry.name)] = Task(int(fields[1]), head.partition("(")[2], kernel, ticks)
+    return tasks
+
+
+def _cpu_sample() -> tuple[Tasks, float]:
+    return _tasks(), time.monotonic()
+
+
+def _others_share(before: tuple[Tasks, float], after: tuple[Tasks, float]) -> float:
+    """Share of the machine's CPU time spent between two samples by processes not ours: not
+    this process and its descendants (wrk, the clients, the sandbox's dockerd), not the
+    server in the container, not kernel threads. Processes that ended were waited for by a
+    parent, whose children's time counts."""
+    (old, start), (new, end) = before, after
+    children: dict[int, list[int]] = {}
+    for pid, task in new.items():
+        children.setdefault(task.ppid, []).append(pid)
+    ours, stack = set(), [os.getpid()]
+    while stack:
+        pid = stack.pop()
+        ours.add(pid)
+        stack.extend(children.get(pid, ()))
+    ticks = 0
+    for pid, task in new.items():
+        if pid in ours or task.kernel or task.comm == "datapath_server":
+            continue
+        was = old.get(pid)
+        ticks += task.ticks - (was.ticks if was is not None and was.comm == task.comm else 0)
+    seconds = max(ticks, 0) / os.sysconf("SC_CLK_TCK")
+    return seconds / ((end - start) * (os.cpu_count() or 1))
+
+
+def spread(values: list[float], scale: float = 1.0, digits: int = 0) -> str:
+    low, mid, high = min(values) / scale, statistics.median(values) / scale, max(values) / scale
+    return f"{mid:.{digits}f} [{low:.{digits}f}-{high:.{digits}f}]"
+
+
+def report(bench: Bench, took: float) -> None:
+    args, results = bench.args, bench.results
+    base = results[NONE]
+    pinning = "client CPU 0, server CPU 1" if bench.pin else "not pinned"
+    print(
+        f"10,000 allowlisted IPv6 sources, test source 10th from last; Docker {args.engine}; "
+        f"{args.rounds} interleaved rounds of {args.seconds:g} s (conn), "
+        f"{args.bulk_seconds:g} s (bulk); "
+        f"wrk -t1 -c{args.connections}; {pinning}"
     )
-    result = json.loads(conn.stdout)
-    if result["connections"] == 0:
-        raise SystemExit(f"no connection got through: {result}")
-    bulk = box.run_in_outside(
-        Side.WAN, [*loadgen, "bulk", SOURCE, TARGET, str(PORT), "/big"], timeout=120
+    print(
+        "median [min-max] over the quiet rounds; ratio: median [min-max] of the per-round "
+        "ratios to none, over the n rounds where both figures are quiet"
     )
-    moved = json.loads(bulk.stdout)
-    return result["connections"] / result["seconds"], moved["bytes"] / moved["seconds"]
+    print(
+        f"{'way':24} {'new conn/s':>19} {'ratio':>19} {'n':>2}  {'bulk MiB/s':>16} "
+        f"{'ratio':>19} {'n':>2} {'hits':>5}"
+    )
+    for way, figures in results.items():
+        conn_ratio, conn_n = figures.conn.ratios(base.conn)
+        bulk_ratio, bulk_n = figures.bulk.ratios(base.bulk)
+        print(
+            f"{way:24} {spread(figures.conn.used()):>19} {spread(conn_ratio, digits=3):>19} "
+            f"{conn_n:2}  {spread(figures.bulk.used(), 2**20):>16} "
+            f"{spread(bulk_ratio, digits=3):>19} {bulk_n:2} {statistics.median(figures.hits):5.2f}"
+        )
+    print("targets: sets >= 0.95x (new connections) and >= 0.99x (bulk) of no firewall")
+    if LINEAR in results:
+        print(f"seed's way: the test source's rule is number {bench.linear_position} allow rules")
+    print(f"took {took:.0f} s")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--engine", default="28")
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0, help="new connections, each")
+    parser.add_argument("--bulk-seconds", type=float, default=6.0, help="bulk, each")
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--quiet", type=float, default=0.03)
+    parser.add_argument("--retries", type=int, default=3)
+    parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--nftables", action="store_true")
     args = parser.parse_args()
-    ways = ["none", "dockwall iptables+ipset", "seed's way (linear)"]
-    ways += ["dockwall nftables"] if args.nftables else []
+    check_tools()
+    ways = [NONE, IPSET, LINEAR] + ([NFT] if args.nftables else [])
     cleanup_leftovers()
-    with Sandbox(args.engine) as box, tempfile.TemporaryDirectory() as folder:
-        policy = Path(folder) / "policy.yaml"
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        server, client = build(folder)
+        script = folder / "report.lua"
+        script.write_text(WRK_REPORT)
+        policy = folder / "policy.yaml"
         policy.write_text(policy_text())
-        box.start_container("web", [(PORT, 80)])
-        box.docker("exec", "web", "dd", "if=/dev/zero", "of=/www/big", "bs=1M", "count=512")
-        results: dict[str, list[tuple[float, float]]] = {w: [] for w in ways}
-        for _ in range(args.rounds):
-            for way in ways:
-                set_way(box, way, policy)
-                results[way].append(measure(box, args.seconds))
-        dockwall(box, "remove")
-    base_conn = statistics.median(r[0] for r in results["none"])
-    base_bulk = statistics.median(r[1] for r in results["none"])
-    print(
-        f"10,000 allowlisted IPv6 sources, test source 10th from last; Docker {args.engine}; "
-        f"median of {args.rounds} rounds"
-    )
-    print(f"{'way':28} {'new conn/s':>10} {'ratio':>6} {'bulk MiB/s':>11} {'ratio':>6}")
-    for way, figures in results.items():
-        conn = statistics.median(r[0] for r in figures)
-        bulk = statistics.median(r[1] for r in figures)
-        print(
-            f"{way:28} {conn:10.0f} {conn / base_conn:6.3f} {bulk / 2**20:11.0f} "
-            f"{bulk / base_bulk:6.3f}"
-        )
-    print("targets: sets >= 0.95x (new connections) and >= 0.99x (bulk) of no firewall")
+        with Sandbox(args.engine) as box:
+            results = {way: Figures() for way in ways}
+            bench = Bench(box, args, client, script, policy, results)
+            bench.prepare(server)
+            bench.warm_up()
+            for number in range(args.rounds):
+                print(f"round {number + 1}/{args.rounds}", file=sys.stderr, flush=True)
+                turn = number % len(ways)
+                for way in ways[turn:] + ways[:turn]:
+                    bench.set_way(way)
+                    bench.measure(way)
+            dockwall(box, "remove")
+    report(bench, time.monotonic() - start)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SandboxError as exc:
+        raise SystemExit(f"sandbox: {exc}") from exc
