@@ -170,7 +170,6 @@ def test_flushed_chains_are_repaired_within_a_second_or_so(
     took = eventually(lambda: dockwall_rules(seeded) == before, timeout=5)
     assert took is not None and took < 2.0, (took, daemon.log())
     assert daemon.wait_for("drift")
-    assert "changed by someone else" in daemon.log()
     assert not reaches(seeded, STRANGER, 8080)
 
 
