@@ -29,7 +29,7 @@ wait_for_apt_lock() {
 
 stable_packages=(docker.io iptables nftables ipset busybox-static curl iproute2
                  conntrack python3-venv psmisc procps util-linux
-                 dbus-daemon dbus-bin)
+                 dbus-daemon dbus-bin systemd)
 
 missing=()
 for pkg in "${stable_packages[@]}"; do

@@ -55,6 +55,23 @@ class Ruleset:
         return replace(self, allows=tuple(a for a in allows if a is not None))
 
 
+def destination_changes(before: Ruleset, after: Ruleset) -> list[tuple[Allow, Allow]] | None:
+    """The allows (before, after) that differ, where nothing else differs but some allows'
+    destinations (containers came, went or moved); None where anything else does. Both
+    backends update only what these allows touch instead of rendering everything."""
+    if before is after:
+        return []
+    if len(before.allows) != len(after.allows):
+        return None
+    if replace(before, allows=()) != replace(after, allows=()):
+        return None
+    pairs = zip(before.allows, after.allows, strict=True)
+    changed = [(old, new) for old, new in pairs if old is not new and old != new]
+    if any(replace(old, destinations=new.destinations) != new for old, new in changed):
+        return None
+    return changed
+
+
 def destination_classes(
     allows: tuple[Allow, ...],
 ) -> list[tuple[list[IPNetwork], list[Allow]]]:

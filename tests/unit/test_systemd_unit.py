@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -12,8 +13,12 @@ import pytest
 UNIT = Path(__file__).parents[2] / "packaging" / "dockwall.service"
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
 def test_unit_file_verifies(tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None:
+        # scripts/setup.sh installs systemd: under CI a missing tool fails, as engines do.
+        if os.environ.get("CI"):
+            pytest.fail("systemd-analyze is missing (scripts/setup.sh installs systemd)")
+        pytest.skip("no systemd-analyze here")
     dockwall = Path(sys.executable).parent / "dockwall"
     text = UNIT.read_text().replace("/usr/local/bin/dockwall", str(dockwall))
     unit = tmp_path / "dockwall.service"

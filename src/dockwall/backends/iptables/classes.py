@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from dockwall.ruleset import Allow, Ruleset
+from dockwall.ruleset import Allow, Ruleset, destination_changes
 from dockwall.values import Family, IPNetwork
 
 Key = tuple[str, ...]  # the names of the rules whose allows name an address, in policy order
@@ -49,18 +49,9 @@ def index(ruleset: Ruleset, narrowed: dict[Family, Ruleset]) -> Index:
 def moves(last: Index, new: Ruleset) -> tuple[Index, dict[Family, list[Move]]] | None:
     """The addresses that change class between last's Ruleset and new, with the Index of new;
     None where more than class members changes."""
-    old = last.ruleset
-    if _frame(old) != _frame(new) or len(old.allows) != len(new.allows):
-        return None
-    changed: list[tuple[Allow, Allow]] = []
-    for before, after in zip(old.allows, new.allows, strict=True):
-        if before is after or before == after:
-            continue
-        if _settings(before) != _settings(after):
-            return None
-        if before.destinations is None or after.destinations is None:
-            return None
-        changed.append((before, after))
+    changed = destination_changes(last.ruleset, new)
+    if changed is None or any(None in (a.destinations, b.destinations) for a, b in changed):
+        return None  # (an allow for every container has no class)
     order = {a.rule: position for position, a in enumerate(new.allows)}
     keys, sizes, found = dict(last.keys), dict(last.sizes), {}
     for family in last.keys:
@@ -124,25 +115,3 @@ def _named(
 
 def _in_family(allow: Allow, version: int) -> bool:
     return allow.sources is None or any(s.version == version for s in allow.sources)
-
-
-def _frame(ruleset: Ruleset) -> tuple[object, ...]:
-    return (
-        ruleset.bridges,
-        ruleset.bridge_prefixes,
-        ruleset.default,
-        ruleset.log_default,
-        ruleset.log_rate,
-    )
-
-
-def _settings(allow: Allow) -> tuple[object, ...]:
-    return (
-        allow.rule,
-        allow.line,
-        allow.source_names,
-        allow.via,
-        allow.sources,
-        allow.ports,
-        allow.log,
-    )

@@ -13,17 +13,15 @@ The result is always equal to render.render(after) (see tests/unit/test_nftables
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from dockwall.backends.nftables import render
 from dockwall.backends.nftables.model import GOVERNED, LOG_PREFIX, NftSet, Rule, Table
-from dockwall.ruleset import Allow, Ruleset
+from dockwall.ruleset import Ruleset, destination_changes
 
 
 def patch(before: Ruleset, rendered: Table, after: Ruleset) -> Table | None:
     """render.render(after), given rendered == render.render(before); None where a patch
     would not do."""
-    changed = [] if before is after else _changed(before, after)
+    changed = destination_changes(before, after)
     if changed is None:
         return None
     if not changed:
@@ -39,19 +37,6 @@ def patch(before: Ruleset, rendered: Table, after: Ruleset) -> Table | None:
     return Table(
         tuple(sets.get(s.name, s) for s in rendered.sets), rendered.chains, rendered.extras
     )
-
-
-def _changed(before: Ruleset, after: Ruleset) -> list[tuple[Allow, Allow]] | None:
-    """The allows (before, after) that differ, if nothing but their destinations does."""
-    if len(before.allows) != len(after.allows):
-        return None
-    if replace(before, allows=()) != replace(after, allows=()):
-        return None
-    pairs = zip(before.allows, after.allows, strict=True)
-    changed = [(old, new) for old, new in pairs if old != new]
-    if any(replace(old, destinations=new.destinations) != new for old, new in changed):
-        return None
-    return changed
 
 
 def _same_logging(rendered: Table, after: Ruleset, sets: dict[str, NftSet]) -> bool:
