@@ -10,8 +10,8 @@ from fnmatch import fnmatchcase
 
 from dockwall.hoststate import Container, HostState
 from dockwall.policy import Policy, Rule, Selector
-from dockwall.ruleset import Allow, Ruleset
-from dockwall.values import IPNetwork
+from dockwall.ruleset import Allow, Listener, Ruleset
+from dockwall.values import IPNetwork, PortRange
 
 DEFAULT_BRIDGE_PREFIXES = ("br-",)  # Docker's names for user-defined bridges made later
 DEFAULT_BRIDGES = ("docker0",)  # governed even before Docker is seen (fail closed)
@@ -44,23 +44,52 @@ def compile_policy(policy: Policy, host: HostState) -> Compiled:
         policy.default,
         log_default,
         policy.log_rate,
+        listening(host.containers),
     )
     return Compiled(ruleset, tuple(warnings))
 
 
 def _allow(rule: Rule, host: HostState, bridged: frozenset[str], warnings: list[str]) -> Allow:
-    destinations = None
+    destinations, listeners = None, None
+    ports = None if rule.ports is None else tuple(sorted(set(rule.ports)))
     if rule.targets is not None:
         matched = matching_containers(rule, host)
         if not matched:
             warnings.append(f"rule {rule.name!r}: to matches no running container now")
         addresses = {a for c in matched for a in c.addresses(bridged)}
         destinations = tuple(_host_net(a) for a in sorted(addresses, key=_order))
+        listeners = tuple(x for x in listening(matched) if _dialed(x, ports))
     sources = rule.sources  # already canonical (policy.canonical), shared by every compile
-    ports = None if rule.ports is None else tuple(sorted(set(rule.ports)))
     return Allow(
-        rule.name, rule.line, rule.source_names, rule.via, sources, destinations, ports, rule.log
+        rule.name,
+        rule.line,
+        rule.source_names,
+        rule.via,
+        sources,
+        destinations,
+        ports,
+        rule.log,
+        listeners,
     )
+
+
+def listening(containers: tuple[Container, ...]) -> tuple[Listener, ...]:
+    """The host ports at which these containers are published (docker-proxy's path)."""
+    found = {
+        Listener(p.proto, p.host_port, net)
+        for c in containers
+        for p in c.ports
+        for net in p.bound()
+    }
+    return tuple(sorted(found, key=_listener_order))
+
+
+def _dialed(listener: Listener, ports: tuple[PortRange, ...] | None) -> bool:
+    return ports is None or any(r.proto is listener.proto and listener.port in r for r in ports)
+
+
+def _listener_order(x: Listener) -> tuple[int, object, int, str]:
+    return (x.address.version, x.address, x.port, x.proto.value)
 
 
 def matching_containers(rule: Rule, host: HostState) -> tuple[Container, ...]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from dockwall.errors import DockwallError
 from dockwall.hoststate import Container, HostState, PublishedPort
-from dockwall.packets import Decision, Outcome, Packet
+from dockwall.packets import Decision, Outcome, Packet, Route
 from dockwall.policy import Policy
 from dockwall.values import Family, IPAddress, Proto
 
@@ -32,6 +32,10 @@ class Target:
     dialed_port: int
     container_port: int
     published: bool  # dialed at a host address (DNAT) rather than at the container's own
+    # FORWARD: DNATed to the container's address; PROXY: Docker has no NAT for this family
+    # (no container address in it), so docker-proxy takes it, through INPUT: `address` and
+    # `bridge` are then the host address dialed (unspecified: any) and "".
+    route: Route = Route.FORWARD
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,9 @@ def check_source(host: HostState, source: IPAddress) -> None:
 
 
 def packets(found: list[Target], source: IPAddress, via: str) -> list[Packet]:
-    return [Packet(source, t.address, via, t.bridge, t.proto, t.dialed_port) for t in found]
+    return [
+        Packet(source, t.address, via, t.bridge, t.proto, t.dialed_port, t.route) for t in found
+    ]
 
 
 def verdicts(
@@ -125,12 +131,27 @@ def _by_name(
     published = [p for p in container.ports if p.proto is proto and port in (None, p.host_port)]
     endpoints = _endpoints(host, container, family)[:1]
     if published or port is None:
+        if not endpoints:  # no address in this family: docker-proxy serves its bindings
+            return [_proxied(container, p, bound.network_address) for p, bound in
+                    _bindings(published, family)]  # fmt: skip
         return [
             Target(container, address, bridge, proto, p.host_port, p.container_port, True)
             for address, bridge in endpoints
             for p in _unique(published)
         ]
     return [Target(container, a, b, proto, port, port, False) for a, b in endpoints]
+
+
+def _bindings(
+    ports: Iterable[PublishedPort], family: Family
+) -> list[tuple[PublishedPort, ipaddress.IPv4Network | ipaddress.IPv6Network]]:
+    """Each port with the addresses of this family it is bound to."""
+    version = 4 if family is Family.V4 else 6
+    return [(p, net) for p in ports for net in p.bound() if net.version == version]
+
+
+def _proxied(container: Container, p: PublishedPort, address: IPAddress) -> Target:
+    return Target(container, address, "", p.proto, p.host_port, p.container_port, True, Route.PROXY)
 
 
 def _direct(
@@ -155,11 +176,12 @@ def _published_at(
     found = []
     for container in host.containers:
         for p in _unique(container.ports):
-            if p.proto is proto and port in (None, p.host_port) and p.host_ip in (None, address):
+            if p.proto is proto and port in (None, p.host_port) and p.serves(address):
+                endpoints = _endpoints(host, container, family)[:1]
                 found += [
                     Target(container, a, b, proto, p.host_port, p.container_port, True)
-                    for a, b in _endpoints(host, container, family)[:1]
-                ]
+                    for a, b in endpoints
+                ] or [_proxied(container, p, address)]
     if not found:
         what = f"port {port}/{proto}" if port else "any port"
         raise NotGoverned(
@@ -170,14 +192,16 @@ def _published_at(
 
 
 def _unique(ports: Iterable[PublishedPort]) -> list[PublishedPort]:
-    """One per (host port, container port, protocol): Docker lists IPv4 and IPv6 bindings."""
-    return list({(p.host_port, p.container_port, p.proto): p for p in ports}.values())
+    """One per (host port, container port, protocol, bound address)."""
+    return list({(p.host_port, p.container_port, p.proto, p.host_ip): p for p in ports}.values())
 
 
 def _docker_next(target: Target, decision: Decision, engine: str) -> str:
     if decision.outcome is not Outcome.ALLOWED:
         return ""
     where = f"{target.container.name}:{target.container_port}/{target.proto}"
+    if target.route is Route.PROXY:
+        return f"docker-proxy forwards it to {where}"
     if target.published:
         return f"Docker forwards it to {where}"
     head = engine.split(".", maxsplit=1)[0]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from dockwall.values import IPAddress, IPNetwork, Proto
+from dockwall.values import Family, IPAddress, IPNetwork, Proto
+
+ANY = {Family.V4: ipaddress.ip_network("0.0.0.0/0"), Family.V6: ipaddress.ip_network("::/0")}
 
 
 @dataclass(frozen=True)
@@ -28,10 +31,21 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class PublishedPort:
-    host_ip: IPAddress | None  # None: every address
+    host_ip: IPAddress | None  # None: every address of `families`
     host_port: int
     container_port: int
     proto: Proto
+    families: frozenset[Family] = frozenset(Family)  # for host_ip None: bound to 0.0.0.0, ::
+
+    def bound(self) -> tuple[IPNetwork, ...]:
+        """The host addresses Docker serves this port at: one, or each family's every."""
+        if self.host_ip is not None:
+            return (ipaddress.ip_network(self.host_ip),)
+        return tuple(ANY[f] for f in Family if f in self.families)
+
+    def serves(self, address: IPAddress) -> bool:
+        """Whether a connection to address (a host address) on this port reaches it."""
+        return any(address in net for net in self.bound())
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,17 @@ class Outcome(StrEnum):
     NOT_INSTALLED = "not installed"  # no dockwall rules in the kernel: Docker's defaults
 
 
+class Route(StrEnum):
+    """The way a connection reaches a container, and the hook dockwall sees it in."""
+
+    FORWARD = "forward"  # DNATed or routed to the container's address: FORWARD
+    PROXY = "docker-proxy"  # to a host address, served by docker-proxy: INPUT
+
+
 @dataclass(frozen=True)
 class Packet:
-    """The first packet of a new connection, as dockwall's chains see it in FORWARD."""
+    """The first packet of a new connection, as dockwall's chains see it: in FORWARD, or in
+    INPUT on the proxy path (then destination is the host address and out_interface "")."""
 
     source: IPAddress
     destination: IPAddress  # after Docker's DNAT: the container's address
@@ -26,6 +34,7 @@ class Packet:
     out_interface: str
     proto: Proto
     dialed_port: int  # before DNAT (conntrack's original destination port)
+    route: Route = Route.FORWARD
 
 
 @dataclass(frozen=True)

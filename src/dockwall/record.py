@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from dockwall.hoststate import HostState
-from dockwall.ruleset import Allow, Ruleset
-from dockwall.values import LogRate, PortRange, Verdict
+from dockwall.ruleset import Allow, Listener, Ruleset
+from dockwall.values import LogRate, PortRange, Proto, Verdict
 
 DEFAULT_PATH = Path("/run/dockwall/applied.json")
 
@@ -93,9 +93,11 @@ def _ruleset(r: Ruleset) -> dict[str, Any]:
                 "destinations": _nets(a.destinations),
                 "ports": None if a.ports is None else [str(p) for p in a.ports],
                 "log": a.log,
+                "listeners": _listeners(a.listeners),
             }
             for a in r.allows
         ],
+        "listeners": _listeners(r.listeners),
     }
 
 
@@ -110,6 +112,7 @@ def _from_ruleset(doc: dict[str, Any]) -> Ruleset:
             _from_nets(a["destinations"]),
             None if a["ports"] is None else tuple(PortRange.parse(p) for p in a["ports"]),
             bool(a["log"]),
+            _from_listeners(a.get("listeners")),
         )
         for a in doc["allows"]
     )
@@ -121,7 +124,18 @@ def _from_ruleset(doc: dict[str, Any]) -> Ruleset:
         Verdict(doc["default"]),
         bool(doc["log_default"]),
         LogRate(count, unit, burst),
+        _from_listeners(doc.get("listeners")) or (),
     )
+
+
+def _listeners(found: tuple[Listener, ...] | None) -> list[list[Any]] | None:
+    return None if found is None else [[x.proto.value, x.port, str(x.address)] for x in found]
+
+
+def _from_listeners(found: list[list[Any]] | None) -> tuple[Listener, ...] | None:
+    if found is None:
+        return None
+    return tuple(Listener(Proto(p), int(n), ipaddress.ip_network(a)) for p, n, a in found)
 
 
 def _nets(nets: tuple[Any, ...] | None) -> list[str] | None:

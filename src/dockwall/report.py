@@ -12,7 +12,7 @@ from dockwall.app import CheckResult, PlanResult
 from dockwall.backends.base import DEFAULT_HITS, Change, Hits
 from dockwall.explain import Verdict
 from dockwall.exposure import ContainerExposure, PortExposure
-from dockwall.packets import Outcome
+from dockwall.packets import Outcome, Route
 from dockwall.ruleset import Allow
 
 
@@ -180,11 +180,11 @@ def check_text(result: CheckResult, source: str, dest: str) -> str:
         t = v.target
         how = "published" if t.published else "routed straight to the container"
         address = f"[{t.address}]" if t.address.version == 6 else str(t.address)
-        line = (
-            f"  {t.dialed_port}/{t.proto} -> {printable(t.container.name)} "
-            f"{address}:{t.container_port} ({how}): {_decision_text(v)}"
-        )
-        out.append(line)
+        at = f"{address}:{t.container_port} ({how})"
+        if t.route is Route.PROXY:
+            at = f"via docker-proxy at {address}:{t.dialed_port} (no NAT in IPv{t.address.version})"
+        name = printable(t.container.name)
+        out.append(f"  {t.dialed_port}/{t.proto} -> {name} {at}: {_decision_text(v)}")
     return "\n".join(out)
 
 
@@ -215,6 +215,7 @@ def check_json(result: CheckResult, source: str, dest: str) -> str:
                 "dialed_port": v.target.dialed_port,
                 "container_port": v.target.container_port,
                 "published": v.target.published,
+                "path": v.target.route.value,
                 "verdict": v.decision.outcome.value,
                 "rule": v.decision.policy_rule,
                 "policy_line": v.policy_line,

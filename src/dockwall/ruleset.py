@@ -4,7 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from dockwall.values import DEFAULT_LOG_RATE, Family, IPNetwork, LogRate, PortRange, Verdict
+from dockwall.values import DEFAULT_LOG_RATE, Family, IPNetwork, LogRate, PortRange, Proto, Verdict
+
+
+@dataclass(frozen=True, order=True)
+class Listener:
+    """A host port Docker publishes, as docker-proxy serves it through the host's INPUT hook:
+    connections to `address` (a host address; 0.0.0.0/0 or ::/0 for every one of a family)
+    on `port`. The port is the one the client dialed: no NAT happens on that path."""
+
+    proto: Proto
+    port: int
+    address: IPNetwork
+
+    @property
+    def family(self) -> Family:
+        return Family.of(self.address)
 
 
 @dataclass(frozen=True)
@@ -19,6 +34,9 @@ class Allow:
     destinations: tuple[IPNetwork, ...] | None  # container addresses; None: every container
     ports: tuple[PortRange, ...] | None  # dialed ports; None: any port
     log: bool = False  # log what is dropped on its way to this allow's destinations
+    # The host ports of its destinations (within `ports`), for the proxy path; None: every
+    # governed listener (an allow for every container), subject to `ports`.
+    listeners: tuple[Listener, ...] | None = None
 
     def who(self) -> str:
         """For people: 'public-web (anyone via eth0)', 'admins (admins via eth0)'."""
@@ -30,14 +48,17 @@ class Allow:
         """This allow narrowed to one address family, or None if it matches nothing there."""
         sources = _only(self.sources, family)
         destinations = _only(self.destinations, family)
-        if sources == () or destinations == ():
+        listeners = _listening(self.listeners, family)
+        if sources == () or (destinations == () and not listeners):
             return None
-        return replace(self, sources=sources, destinations=destinations)
+        return replace(self, sources=sources, destinations=destinations, listeners=listeners)
 
 
 @dataclass(frozen=True)
 class Ruleset:
-    """Governed traffic: arrives on a non-bridge interface and leaves on a Docker bridge.
+    """Governed traffic arrives on a non-bridge interface (not loopback) and either leaves on
+    a Docker bridge (the forward path) or is addressed to the host at a port Docker publishes
+    (`listeners`: the proxy path, docker-proxy's through INPUT). The same allows decide both.
 
     Replies and traffic that containers start are never governed. Governed traffic that no
     allow matches gets `default`.
@@ -49,10 +70,15 @@ class Ruleset:
     default: Verdict
     log_default: bool = False  # log every default drop
     log_rate: LogRate = DEFAULT_LOG_RATE
+    listeners: tuple[Listener, ...] = ()  # every published host port (the proxy path)
 
     def in_family(self, family: Family) -> Ruleset:
         allows = (a.in_family(family) for a in self.allows)
-        return replace(self, allows=tuple(a for a in allows if a is not None))
+        return replace(
+            self,
+            allows=tuple(a for a in allows if a is not None),
+            listeners=_listening(self.listeners, family) or (),
+        )
 
 
 def destination_changes(before: Ruleset, after: Ruleset) -> list[tuple[Allow, Allow]] | None:
@@ -88,6 +114,14 @@ def destination_classes(
     for destination, positions in covering.items():
         classes.setdefault(tuple(positions), []).append(destination)
     return [(classes[key], [allows[p] for p in key]) for key in sorted(classes)]
+
+
+def _listening(
+    listeners: tuple[Listener, ...] | None, family: Family
+) -> tuple[Listener, ...] | None:
+    if listeners is None:
+        return None
+    return tuple(x for x in listeners if x.family is family)
 
 
 def _only(nets: tuple[IPNetwork, ...] | None, family: Family) -> tuple[IPNetwork, ...] | None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import docker
@@ -18,7 +19,7 @@ import requests.exceptions
 
 from dockwall.errors import DockerError, UnsafeValueError
 from dockwall.hoststate import Container, Endpoint, HostState, Network, PublishedPort
-from dockwall.values import IPAddress, IPNetwork, Proto, checked_ifname
+from dockwall.values import Family, IPAddress, IPNetwork, Proto, checked_ifname
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def _container(raw: Mapping[str, Any]) -> Container:
         )
         for net_name, ep in networks.items()
     )
-    ports = tuple(p for p in (_port(raw_port) for raw_port in raw.get("Ports") or []) if p)
+    ports = _merged(p for p in (_port(raw_port) for raw_port in raw.get("Ports") or []) if p)
     return Container(str(raw["Id"]), name, labels, endpoints, ports)
 
 
@@ -106,9 +107,30 @@ def _port(raw: Mapping[str, Any]) -> PublishedPort | None:
     proto = raw.get("Type", "tcp")
     if not public or proto not in {p.value for p in Proto}:
         return None
+    bound = raw.get("IP")
+    unspecified = _unspecified(bound)
+    families = frozenset(Family) if unspecified is None else frozenset({unspecified})
     return PublishedPort(
-        _address(raw.get("IP")), int(public), int(raw["PrivatePort"]), Proto(proto)
+        _address(bound), int(public), int(raw["PrivatePort"]), Proto(proto), families
     )
+
+
+def _unspecified(text: object) -> Family | None:
+    """The family of a binding to every address (0.0.0.0, ::); None: another or none."""
+    if not text or not isinstance(text, str):
+        return None
+    addr = ipaddress.ip_address(text)
+    return Family.of(addr) if addr.is_unspecified else None
+
+
+def _merged(ports: Iterable[PublishedPort]) -> tuple[PublishedPort, ...]:
+    """One port per binding: Docker lists 0.0.0.0 and :: apart, as two of the same port."""
+    found: dict[tuple[object, ...], PublishedPort] = {}
+    for p in ports:
+        key = (p.host_ip, p.host_port, p.container_port, p.proto)
+        old = found.get(key)
+        found[key] = p if old is None else replace(old, families=old.families | p.families)
+    return tuple(found.values())
 
 
 def _address(text: object) -> IPAddress | None:

@@ -27,8 +27,9 @@ from .topology import DEFAULT_BRIDGE_BIP, DEFAULT_BRIDGE_V6
 STORAGE_DRIVER = "overlay2"
 
 
-def dockerd_argv(engine: Engine, dirs: StateDirs, host_ns: str) -> list[str]:
-    """The full command line: nsenter keeps the machine's /sys, so cgroups work."""
+def dockerd_argv(engine: Engine, dirs: StateDirs, host_ns: str, ipv6: bool = True) -> list[str]:
+    """The full command line: nsenter keeps the machine's /sys, so cgroups work. ipv6=False
+    is Docker's default config: no IPv6 on docker0 (the host's interfaces still have it)."""
     return [
         NSENTER,
         f"--net={NETNS_DIR / host_ns}",
@@ -41,8 +42,7 @@ def dockerd_argv(engine: Engine, dirs: StateDirs, host_ns: str) -> list[str]:
         f"--host=unix://{dirs.socket}",
         f"--storage-driver={STORAGE_DRIVER}",
         "--iptables=true",
-        "--ipv6",
-        f"--fixed-cidr-v6={DEFAULT_BRIDGE_V6}",
+        *(["--ipv6", f"--fixed-cidr-v6={DEFAULT_BRIDGE_V6}"] if ipv6 else []),
         f"--bip={DEFAULT_BRIDGE_BIP}",
         "--shutdown-timeout=2",
         *engine.extra_flags,
@@ -57,14 +57,16 @@ def docker_env(dirs: StateDirs) -> dict[str, str]:
     return env
 
 
-def start(engine: Engine, dirs: StateDirs, host_ns: str, timeout: float = 60.0) -> int:
+def start(
+    engine: Engine, dirs: StateDirs, host_ns: str, timeout: float = 60.0, ipv6: bool = True
+) -> int:
     """Start dockerd and wait until its API answers. Returns its pid."""
     (dirs.run / "daemon.json").write_text("{}\n")
     (dirs.run / "cli").mkdir(exist_ok=True)
     env = {"PATH": engine.path_env(), "HOME": str(dirs.run)}
     with dirs.log.open("ab") as log:
         proc = subprocess.Popen(
-            dockerd_argv(engine, dirs, host_ns),
+            dockerd_argv(engine, dirs, host_ns, ipv6),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

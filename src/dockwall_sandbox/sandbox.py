@@ -53,8 +53,13 @@ class Sandbox:
     differ. Nothing outside its namespaces and state folders is changed.
     """
 
-    def __init__(self, engine: str | Engine = "28", run_id: str | None = None) -> None:
+    def __init__(
+        self, engine: str | Engine = "28", run_id: str | None = None, ipv6: bool = True
+    ) -> None:
+        """ipv6=False runs Docker's default daemon config: no IPv6 on Docker's networks, while
+        the host's interfaces keep theirs, so Docker publishes on [::] through docker-proxy."""
         self.engine = ENGINES[engine] if isinstance(engine, str) else engine
+        self.ipv6 = ipv6
         self.run_id = run_id or secrets.token_hex(3)
         self.dirs = StateDirs(self.run_id)
         self.spaces = netns.Namespaces(self.run_id)
@@ -86,7 +91,9 @@ class Sandbox:
         try:
             self.dirs.create()
             netns.create(self.spaces)
-            self.dockerd_pid = daemon.start(self.engine, self.dirs, self.spaces.host)
+            self.dockerd_pid = daemon.start(
+                self.engine, self.dirs, self.spaces.host, ipv6=self.ipv6
+            )
             self.docker("import", "-", IMAGE, input=rootfs_tar(), timeout=120)
         except BaseException:
             self.close()
@@ -126,7 +133,9 @@ class Sandbox:
         else:
             daemon.terminate(pid, self.dirs)
         self.dockerd_pid = None
-        self.dockerd_pid = daemon.start(self.engine, self.dirs, self.spaces.host, timeout)
+        self.dockerd_pid = daemon.start(
+            self.engine, self.dirs, self.spaces.host, timeout, ipv6=self.ipv6
+        )
 
     # -- running things -----------------------------------------------------
 
@@ -203,10 +212,10 @@ class Sandbox:
     # -- containers ---------------------------------------------------------
 
     def create_network(self, name: str, subnet4: IPv4Network, subnet6: IPv6Network) -> None:
-        """A user-defined IPv4+IPv6 bridge network (documentation ranges only)."""
-        self.docker(
-            "network", "create", "--ipv6", "--subnet", str(subnet4), "--subnet", str(subnet6), name
-        )
+        """A user-defined bridge network (documentation ranges only): IPv4+IPv6, or IPv4 only
+        in Docker's default config (ipv6=False)."""
+        six = ["--ipv6", "--subnet", str(subnet6)] if self.ipv6 else []
+        self.docker("network", "create", "--subnet", str(subnet4), *six, name)
 
     def start_container(
         self,

@@ -302,6 +302,11 @@ SEED_LISTING: list[dict[str, Any]] = [
         }
     },
 ]
+# The proxy path's sets, chains and rules (input hook), recorded the same way from nft 1.0.6
+# on kernel 6.18 (handles renumbered from 21 on).
+SEED_LISTING += json.loads(
+    (Path(__file__).parent / "fixtures" / "seed-nft-proxy-path.json").read_text()
+)
 
 
 def seed_ruleset() -> Ruleset:

@@ -48,7 +48,13 @@ def test_an_allow_naming_no_address_is_one_rule_for_both_families() -> None:
         'iifname "eth0" meta l4proto udp ct original proto-dst @port_udp-web counter accept '
         'comment "dockwall:web"',
     ]
-    assert sets(rs) == {"port_tcp-web": ("80",), "port_udp-web": ("53",)}
+    # (listen4/listen6: the host ports of the proxy path; none are published here)
+    assert sets(rs) == {
+        "port_tcp-web": ("80",),
+        "port_udp-web": ("53",),
+        "listen4": (),
+        "listen6": (),
+    }
 
 
 def test_overlapping_sources_and_ports_are_merged_so_interval_sets_accept_them() -> None:
@@ -70,7 +76,7 @@ def test_set_names_of_two_rules_never_collide() -> None:
     dst = (net("192.0.2.2/32"),)
     tcp = (PortRange(Proto.TCP, 80, 80),)
     names = sets(ruleset(allow("tcp-x", destinations=dst), allow("x", destinations=dst, ports=tcp)))
-    assert set(names) == {"dst4-tcp-x", "dst4_tcp-x"}
+    assert set(names) == {"dst4-tcp-x", "dst4_tcp-x", "listen4", "listen6"}
 
 
 def test_a_bridge_a_wildcard_covers_is_left_to_the_wildcard() -> None:
@@ -105,7 +111,7 @@ def test_drops_are_logged_under_the_first_logging_rule_naming_the_container() ->
     first = allow("first", destinations=dst, ports=(PortRange(Proto.TCP, 80, 80),), log=True)
     second = allow("second", destinations=dst, log=True)
     table = render.render(ruleset(first, second))
-    assert {c.name for c in table.chains} == {"forward", "governed", "log-first"}
+    assert {c.name for c in table.chains} == {"forward", "governed", "log-first", "input", "proxy"}
     assert governed(ruleset(first, second))[-3:] == [
         "ip daddr @log4-first goto log-first",
         "ip6 daddr @log6-first goto log-first",

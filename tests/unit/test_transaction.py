@@ -19,6 +19,7 @@ def saved_from(rules: str) -> saved.Saved:
 IN_SYNC = """:DOCKER-USER - [0:0]
 :DOCKWALL - [0:0]
 :DOCKWALL-DEFAULT - [0:0]
+-A INPUT -j DOCKWALL-INPUT
 -A FORWARD -j DOCKER-USER
 -A FORWARD -j DOCKWALL
 -A FORWARD -j DOCKER-FORWARD
@@ -43,19 +44,29 @@ def test_fresh_host_gets_chains_and_jumps_in_docker_user_and_forward() -> None:
     assert lines[0] == "*filter" and lines[-1] == "COMMIT"
     assert ":DOCKWALL - [0:0]" in lines
     assert "-A DOCKWALL-DEFAULT -j DROP" in lines
-    assert lines[-3:-1] == ["-I DOCKER-USER 1 -j DOCKWALL", "-I FORWARD 1 -j DOCKWALL"]
+    assert lines[-4:-1] == [
+        "-I DOCKER-USER 1 -j DOCKWALL",
+        "-I FORWARD 1 -j DOCKWALL",
+        "-I INPUT 1 -j DOCKWALL-INPUT",
+    ]
     assert change.added == ("-A DOCKWALL -j DOCKWALL-DEFAULT", "-A DOCKWALL-DEFAULT -j DROP")
 
 
 def test_without_docker_user_the_hook_is_the_top_of_forward() -> None:
     change = transaction.to_apply(Family.V6, saved_from(""), WANTED)
-    assert change.payload.splitlines()[-2] == "-I FORWARD 1 -j DOCKWALL"
+    assert change.payload.splitlines()[-3:-1] == [
+        "-I FORWARD 1 -j DOCKWALL",
+        "-I INPUT 1 -j DOCKWALL-INPUT",
+    ]
 
 
 def test_a_docker_user_that_forward_never_jumps_to_is_not_the_hook() -> None:
     state = saved_from(":DOCKER-USER - [0:0]\n")
     change = transaction.to_apply(Family.V6, state, WANTED)
-    assert change.payload.splitlines()[-2] == "-I FORWARD 1 -j DOCKWALL"
+    assert change.payload.splitlines()[-3:-1] == [
+        "-I FORWARD 1 -j DOCKWALL",
+        "-I INPUT 1 -j DOCKWALL-INPUT",
+    ]
 
 
 def test_hook_below_other_rules_is_moved_to_the_top() -> None:
@@ -63,12 +74,26 @@ def test_hook_below_other_rules_is_moved_to_the_top() -> None:
         IN_SYNC.replace("-A DOCKER-USER -j DOCKWALL\n", "") + "-A DOCKER-USER -j DOCKWALL\n"
     )
     lines = transaction.to_apply(Family.V4, state, WANTED).payload.splitlines()
-    assert lines[-5:-1] == [
+    assert lines[-7:-1] == [
         "-D DOCKER-USER -j DOCKWALL",
         "-D FORWARD -j DOCKWALL",
+        "-D INPUT -j DOCKWALL-INPUT",
         "-I DOCKER-USER 1 -j DOCKWALL",
         "-I FORWARD 1 -j DOCKWALL",
+        "-I INPUT 1 -j DOCKWALL-INPUT",
     ]
+
+
+def test_an_input_jump_below_other_rules_is_moved_to_the_top() -> None:
+    """ufw or an operator's script inserting at the top of INPUT pushes ours down."""
+    pushed = IN_SYNC.replace(
+        "-A INPUT -j DOCKWALL-INPUT\n", "-A INPUT -i lo -j ACCEPT\n-A INPUT -j DOCKWALL-INPUT\n"
+    )
+    change = transaction.to_apply(Family.V4, saved_from(pushed), WANTED)
+    assert change.pending and "-I INPUT 1 -j DOCKWALL-INPUT" in change.payload
+    flushed = IN_SYNC.replace("-A INPUT -j DOCKWALL-INPUT\n", "")
+    change = transaction.to_apply(Family.V4, saved_from(flushed), WANTED)
+    assert change.pending and "-I INPUT 1 -j DOCKWALL-INPUT" in change.payload
 
 
 def test_forward_jump_pushed_below_dockers_rules_is_put_back_on_top() -> None:
@@ -116,6 +141,7 @@ def test_remove_deletes_jumps_then_chains_and_nothing_else() -> None:
         "-D DOCKER-USER -j DOCKWALL",
         "-D FORWARD -j DOCKWALL",
         "-D FORWARD -j DOCKWALL",
+        "-D INPUT -j DOCKWALL-INPUT",
         ":DOCKWALL - [0:0]",
         ":DOCKWALL-DEFAULT - [0:0]",
         "-X DOCKWALL",

@@ -12,16 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dockwall.backends.iptables.ipsets import Sets
-from dockwall.backends.iptables.render import ENTRY
+from dockwall.backends.iptables.render import ENTRY, INPUT_ENTRY
 from dockwall.errors import BackendError
-from dockwall.packets import Decision, Outcome, Packet
+from dockwall.packets import Decision, Outcome, Packet, Route
 
 MAX_STEPS = 100_000  # rules walked at most: a loop in edited chains can't hang us
 
 
 def evaluate(chains: dict[str, list[str]], packet: Packet, sets: Sets | None = None) -> Decision:
     """The fate of packet in chains; sets holds the members of the ipsets the rules name."""
-    chain, index, steps = ENTRY, 0, 0
+    chain, index, steps = (ENTRY if packet.route is Route.FORWARD else INPUT_ENTRY), 0, 0
     stack: list[tuple[str, int]] = []
     while True:
         rules = chains.get(chain)
@@ -61,7 +61,8 @@ class _Rule:
     in_interface: tuple[bool, str] | None = None  # (negated, name)
     out_interface: tuple[bool, str] | None = None
     proto: str | None = None
-    ports: tuple[int, int] | None = None
+    ports: tuple[int, int] | None = None  # conntrack's original destination port
+    dport: tuple[int, int] | None = None  # the packet's own destination port
     new_only: bool = False  # "--ctstate RELATED,ESTABLISHED" never matches a first packet
     comment: str | None = None
     match_set: str | None = None  # ipset the source must be in
@@ -81,9 +82,16 @@ class _Rule:
             _iface(self.out_interface, packet.out_interface),
             self.proto is None or self.proto == packet.proto.value,
             self.ports is None or self.ports[0] <= packet.dialed_port <= self.ports[1],
+            self.dport is None or self.dport[0] <= _dport(packet) <= self.dport[1],
             not self.new_only,
         )
         return all(checks)
+
+
+def _dport(packet: Packet) -> int:
+    """The destination port as the packet carries it: the dialed one on the proxy path (no
+    NAT there); in FORWARD, after DNAT, which dockwall's forward chains never match on."""
+    return packet.dialed_port if packet.route is Route.PROXY else -1
 
 
 def _iface(match: tuple[bool, str] | None, name: str) -> bool:
@@ -148,6 +156,7 @@ _OPTIONS: dict[str, Callable[[_Rule, str, bool], None]] = {
     "-p": _set("proto", str),
     "-m": lambda rule, value, negate: None,  # module names: their options say what they match
     "--ctorigdstport": _set("ports", _ports),
+    "--dport": _set("dport", _ports),
     "--ctstate": _set("new_only", lambda v: "NEW" not in v.split(",")),
     "--comment": _set("comment", lambda v: v.removeprefix("dockwall:")),
     "--reject-with": lambda rule, value, negate: None,

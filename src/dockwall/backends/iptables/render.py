@@ -15,6 +15,13 @@ Layout (every chain is dockwall's own, named DOCKWALL*):
                       else -g DOCKWALL-DEFAULT
     DOCKWALL-DEFAULT  DROP or REJECT (one place, so its counter is the default's)
 
+    INPUT -j DOCKWALL-INPUT   (the proxy path: docker-proxy serves published ports there)
+    DOCKWALL-INPUT    replies, loopback and traffic from bridges RETURN; to a host port
+                      Docker publishes (-d where bound to one address) -g DOCKWALL-PROXY;
+                      anything else falls off the end (the host's own services: untouched)
+    DOCKWALL-PROXY    allows for every container as above; each other allow's own listeners
+                      (the host ports of its containers) RETURN; else -g DOCKWALL-DEFAULT
+
 Only DOCKWALL is entered with -j; the rest by -g (goto), so a RETURN anywhere returns to the
 hook chain: the packet is handed back to Docker's rules, which still decide what is published.
 The depth is fixed (nftables refuses chain paths deeper than about 15, gotos included), and
@@ -29,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from dockwall.backends.iptables import ipsets
-from dockwall.ruleset import Allow, Ruleset, destination_classes
+from dockwall.ruleset import Allow, Listener, Ruleset, destination_classes
 from dockwall.values import (
     Family,
     IPNetwork,
@@ -43,6 +50,8 @@ from dockwall.values import (
 ENTRY = "DOCKWALL"
 GOVERNED = "DOCKWALL-IN"
 DEFAULT = "DOCKWALL-DEFAULT"
+INPUT_ENTRY = "DOCKWALL-INPUT"
+PROXY = "DOCKWALL-PROXY"
 PREFIX = "DOCKWALL"
 
 Chains = dict[str, list[str]]  # chain name -> rule specs, without the leading "-A CHAIN "
@@ -68,7 +77,35 @@ def render(family: Family, ruleset: Ruleset) -> Chains:
     chains[GOVERNED] = [*governed, f"-g {DEFAULT}"]
     log = [_log(ruleset.log_rate, "default")] if ruleset.log_default else []
     chains[DEFAULT] = [*log, _default(family, ruleset.default)]
+    chains[INPUT_ENTRY] = list(_input_entry(ruleset))
+    chains[PROXY] = [*_proxy(ruleset.allows, family), f"-g {DEFAULT}"]
     return chains
+
+
+def _input_entry(ruleset: Ruleset) -> Iterator[str]:
+    yield "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"
+    yield "-i lo -j RETURN"
+    for bridge in _bridges(ruleset):
+        yield f"-i {bridge} -j RETURN"
+    for listener in ruleset.listeners:
+        yield f"{_listener(listener)} -g {PROXY}"
+
+
+def _proxy(allows: tuple[Allow, ...], family: Family) -> list[str]:
+    """The allows on the proxy path, in the order DOCKWALL-IN tries them: those for every
+    container (their lines match no destination, so they serve here as they are), then each
+    other allow's listeners."""
+    every = [ln for a in allows if a.destinations is None for ln in _matches(a, family)]
+    own = [ln for a in allows if a.listeners for ln in _matches(a, family, a.listeners)]
+    return every + own
+
+
+def _listener(listener: Listener) -> str:
+    """`[-d host] -p tcp -m tcp --dport N`, as iptables-save prints it."""
+    bound = listener.address
+    dst = "" if bound.prefixlen == 0 else f"-d {_net(bound)} "
+    proto = listener.proto.value
+    return f"{dst}-p {proto} -m {proto} --dport {listener.port}"
 
 
 def _log(rate: LogRate, name: str) -> str:
@@ -80,9 +117,13 @@ def _log(rate: LogRate, name: str) -> str:
     )
 
 
-def _entry(ruleset: Ruleset) -> Iterator[str]:
+def _bridges(ruleset: Ruleset) -> list[str]:
     bridges = [checked_ifname(b) for b in ruleset.bridges]
-    bridges += [checked_ifname(p) + "+" for p in ruleset.bridge_prefixes]
+    return bridges + [checked_ifname(p) + "+" for p in ruleset.bridge_prefixes]
+
+
+def _entry(ruleset: Ruleset) -> Iterator[str]:
+    bridges = _bridges(ruleset)
     yield "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"
     for bridge in bridges:
         yield f"-i {bridge} -j RETURN"
@@ -90,17 +131,28 @@ def _entry(ruleset: Ruleset) -> Iterator[str]:
         yield f"-o {bridge} -g {GOVERNED}"
 
 
-def _matches(allow: Allow, family: Family) -> Iterator[str]:
+def _matches(
+    allow: Allow, family: Family, listeners: tuple[Listener, ...] | None = None
+) -> Iterator[str]:
     """One line per (source, port range) of an allow, or per port range with a source set;
-    destinations are matched by the caller. Parts in the order iptables-save prints them."""
+    destinations are matched by the caller. With listeners (the proxy path): one line per
+    (source, listener) instead, the listener's host port and address in place of the dialed
+    ports. Parts in the order iptables-save prints them."""
     via = [] if allow.via is None else [f"-i {checked_ifname(allow.via)}"]
     comment = f'-m comment --comment "dockwall:{checked_name(allow.rule)}" -j RETURN'
     by_set = ipsets.uses_set(allow)
     sources = (None,) if allow.sources is None or by_set else allow.sources
     match_set = [f"-m set --match-set {ipsets.name(family, allow.rule)} src"] if by_set else []
     for source in sources:
+        src = [] if source is None else [f"-s {_net(source)}"]
+        if listeners is not None:
+            for x in listeners:
+                dst = [] if x.address.prefixlen == 0 else [f"-d {_net(x.address)}"]
+                name = x.proto.value
+                dport = f"-m {name} --dport {x.port}"
+                yield " ".join([*src, *dst, *via, f"-p {name}", *match_set, dport, comment])
+            continue
         for ports in allow.ports or (None,):
-            src = [] if source is None else [f"-s {_net(source)}"]
             proto = [] if ports is None else [f"-p {ports.proto.value}"]
             yield " ".join([*src, *via, *proto, *match_set, *_ports(ports), comment])
 

@@ -6,10 +6,12 @@ import re
 from dataclasses import dataclass, field
 
 from dockwall.backends.base import DEFAULT_HITS, Hits
-from dockwall.backends.iptables.render import ENTRY, PREFIX
+from dockwall.backends.iptables.render import ENTRY, INPUT_ENTRY, PREFIX, PROXY
 
-HOOK_CHAINS = ("DOCKER-USER", "FORWARD")
+HOOK_CHAINS = ("DOCKER-USER", "FORWARD", "INPUT")
+FORWARD_HOOKS = ("DOCKER-USER", "FORWARD")
 JUMP = f"-j {ENTRY}"
+JUMPS = {"DOCKER-USER": JUMP, "FORWARD": JUMP, "INPUT": f"-j {INPUT_ENTRY}"}
 _COUNTED = re.compile(r"\[(\d+):(\d+)\] (.*)")
 _VERDICT = re.compile(r"-j (DROP|REJECT)\b")
 _RULE_COMMENT = re.compile(r'--comment "dockwall:([^"]+)" -j RETURN$')
@@ -25,8 +27,9 @@ class Saved:
     existing: set[str] = field(default_factory=set)  # every chain in the table
 
     def jump_positions(self, chain: str) -> list[int]:
-        """0-based positions of `-j DOCKWALL` in a hook chain."""
-        return [i for i, rule in enumerate(self.hooks.get(chain, [])) if rule == JUMP]
+        """0-based positions of dockwall's jump in a hook chain (`-j DOCKWALL` in FORWARD
+        and DOCKER-USER, `-j DOCKWALL-INPUT` in INPUT)."""
+        return [i for i, rule in enumerate(self.hooks.get(chain, [])) if rule == JUMPS[chain]]
 
 
 def is_ours(chain: str) -> bool:
@@ -76,15 +79,16 @@ def _rule(saved: Saved, line: str) -> None:
 def hits(saved: Saved) -> dict[str, Hits]:
     """Sum the counters of each rule's RETURN lines (found by comment) and of the default.
     An allowed packet passes dockwall's chains once per jump to them (DOCKER-USER and
-    FORWARD), so allow counters are divided by the number of jumps; a drop ends the first."""
-    passes = max(1, sum(len(saved.jump_positions(c)) for c in HOOK_CHAINS))
+    FORWARD), so allow counters are divided by the number of jumps; a drop ends the first.
+    The proxy path (INPUT) has one jump."""
+    passes = max(1, sum(len(saved.jump_positions(c)) for c in FORWARD_HOOKS))
     totals: dict[str, Hits] = {}
     for chain, specs in saved.chains.items():
         for spec, hit in zip(specs, saved.counters.get(chain, []), strict=False):
             found = _RULE_COMMENT.search(spec)
             key = found[1] if found else (DEFAULT_HITS if _VERDICT.search(spec) else None)
             if key is not None:
-                share = 1 if key == DEFAULT_HITS else passes
+                share = 1 if key == DEFAULT_HITS or chain == PROXY else passes
                 old = totals.get(key, Hits(0, 0))
                 totals[key] = Hits(
                     old.packets + hit.packets // share, old.bytes + hit.bytes // share

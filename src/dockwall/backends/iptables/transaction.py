@@ -7,7 +7,7 @@ import difflib
 
 from dockwall.backends.base import FamilyChange
 from dockwall.backends.iptables.render import ENTRY, Chains
-from dockwall.backends.iptables.saved import HOOK_CHAINS, JUMP, Saved
+from dockwall.backends.iptables.saved import HOOK_CHAINS, JUMPS, Saved
 from dockwall.values import Family
 
 DOCKER_USER_JUMP = "-j DOCKER-USER"
@@ -19,9 +19,11 @@ def hook_chains(saved: Saved) -> list[str]:
     DOCKER-USER. Two jumps, so that a flushed DOCKER-USER (a common way to reset one's own
     rules) opens nothing, and a Docker that restarts and puts its jumps on top of FORWARD
     still meets DOCKER-USER's. Where there is no DOCKER-USER (ip6tables on Docker 20.10, a
-    host before Docker), FORWARD only. Evaluating the chains twice gives the same verdict."""
+    host before Docker), FORWARD only. Evaluating the chains twice gives the same verdict.
+    And the top of INPUT, for the proxy path (DOCKWALL-INPUT)."""
     forward = saved.hooks.get("FORWARD", [])
-    return ["DOCKER-USER", "FORWARD"] if DOCKER_USER_JUMP in forward else ["FORWARD"]
+    hooks = ["DOCKER-USER", "FORWARD"] if DOCKER_USER_JUMP in forward else ["FORWARD"]
+    return [*hooks, "INPUT"]
 
 
 def to_apply(family: Family, saved: Saved, wanted: Chains, undoable: bool = True) -> FamilyChange:
@@ -47,8 +49,9 @@ def to_apply(family: Family, saved: Saved, wanted: Chains, undoable: bool = True
     note = ""
     if not in_place:
         lines += _unhook(saved)
-        lines += [f"-I {hook} 1 {JUMP}" for hook in hooks]
-        note = f"jump to {ENTRY} at the top of {' and '.join(hooks)}"
+        lines += [f"-I {hook} 1 {JUMPS[hook]}" for hook in hooks]
+        forward = [h for h in hooks if h != "INPUT"]
+        note = f"jump to {ENTRY} at the top of {' and '.join(forward)}, and from INPUT"
     added, removed = _diff(saved.chains, wanted)
     undo = _undo(family, saved, wanted) if undoable else ""
     return FamilyChange(family, _transaction(lines), added, removed, note, undo)
@@ -70,9 +73,9 @@ def edit_script(chain: str, old: list[str], new: list[str]) -> list[str] | None:
 
 def after(saved: Saved, wanted: Chains) -> Saved:
     """What the kernel holds once to_apply's transaction has run."""
-    hooks = {chain: [r for r in rules if r != JUMP] for chain, rules in saved.hooks.items()}
+    hooks = {c: [r for r in rules if r != JUMPS[c]] for c, rules in saved.hooks.items()}
     for hook in hook_chains(saved):
-        hooks[hook] = [JUMP, *hooks.get(hook, [])]
+        hooks[hook] = [JUMPS[hook], *hooks.get(hook, [])]
     existing = (saved.existing - set(saved.chains)) | set(wanted)
     return Saved({c: list(s) for c, s in wanted.items()}, {}, hooks, existing)
 
@@ -112,7 +115,7 @@ def hook_ok(saved: Saved) -> bool:
 
 
 def _unhook(saved: Saved) -> list[str]:
-    return [f"-D {c} {JUMP}" for c in HOOK_CHAINS for _ in saved.jump_positions(c)]
+    return [f"-D {c} {JUMPS[c]}" for c in HOOK_CHAINS for _ in saved.jump_positions(c)]
 
 
 def _diff(old: Chains, new: Chains) -> tuple[tuple[str, ...], tuple[str, ...]]:

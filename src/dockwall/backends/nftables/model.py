@@ -17,9 +17,12 @@ FAMILY = "inet"
 NAME = "dockwall"
 BASE = "forward"  # the base chain on the forward hook
 GOVERNED = "governed"  # outside traffic on its way to a bridge
+INPUT = "input"  # the base chain on the input hook (the proxy path)
+PROXY = "proxy"  # outside traffic to a host port Docker publishes (docker-proxy serves it)
 LOG_PREFIX = "log-"  # chains that log, then give the default verdict
 PRIORITY = -10  # before iptables(-nft)'s filter FORWARD (priority filter = 0) and Docker's own
 COMMENT = "dockwall: outside traffic to Docker containers; `dockwall remove` deletes this table"
+LISTENER_TYPE = "{addr} . inet_proto . inet_service"  # host address . protocol . host port
 
 
 @dataclass(frozen=True)
@@ -84,21 +87,22 @@ def nft_set(name: str, type_: str, elements: list[str]) -> NftSet:
     return NftSet(name, type_, tuple(sorted(set(elements), key=element_key)))
 
 
-def element_key(element: str) -> tuple[tuple[int, int, int], ...]:
-    """Addresses numerically (IPv4 first), then port ranges; anything else last."""
+def element_key(element: str) -> tuple[tuple[int, int, int, str], ...]:
+    """Addresses numerically (IPv4 first), then port ranges; anything else (a protocol) last,
+    by its text: a total order, so both sides sort alike."""
     return tuple(_part_key(part) for part in element.split(" . "))
 
 
-def _part_key(part: str) -> tuple[int, int, int]:
+def _part_key(part: str) -> tuple[int, int, int, str]:
     try:
         net = ipaddress.ip_network(part)
-        return (net.version, int(net.network_address), net.prefixlen)
+        return (net.version, int(net.network_address), net.prefixlen, "")
     except ValueError:
         pass
     first, _, last = part.partition("-")
     if first.isdigit() and (last or first).isdigit():
-        return (10, int(first), int(last or first))
-    return (11, 0, 0)
+        return (10, int(first), int(last or first), "")
+    return (11, 0, 0, part)
 
 
 def address(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:

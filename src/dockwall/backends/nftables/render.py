@@ -7,6 +7,12 @@
                         destinations of a rule that logs: goto log-<rule>
                         else [log "dockwall:default "] and the default: counter drop / reject
     chain log-<rule>    rate-limited log "dockwall:<rule> ", then the default verdict
+    chain input         hook input, priority -10, policy accept (the proxy path)
+                        replies, loopback and traffic from bridges: accept; to a host port
+                        Docker publishes (listen4/listen6: address . protocol . port):
+                        goto proxy; anything else (the host's own services) untouched
+    chain proxy         the allows for every container as in governed; each other allow's
+                        listeners (lsn4-<rule>); else [log] and the default verdict
 
 An `accept` here only ends dockwall's chain: Docker's chains still run after it and decide
 what is published. A `drop` is final. So dockwall narrows what Docker exposes and never opens
@@ -28,8 +34,11 @@ from collections.abc import Iterable
 from dockwall.backends.nftables.model import (
     BASE,
     GOVERNED,
+    INPUT,
+    LISTENER_TYPE,
     LOG_PREFIX,
     PRIORITY,
+    PROXY,
     Chain,
     NftSet,
     Rule,
@@ -39,7 +48,7 @@ from dockwall.backends.nftables.model import (
     ports,
     table,
 )
-from dockwall.ruleset import Allow, Ruleset
+from dockwall.ruleset import Allow, Listener, Ruleset
 from dockwall.values import (
     Family,
     IPNetwork,
@@ -57,6 +66,7 @@ _ADDR = {Family.V4: "ipv4_addr", Family.V6: "ipv6_addr"}
 _DIGIT = {Family.V4: "4", Family.V6: "6"}
 _UNITS = {"sec": "second", "min": "minute", "hour": "hour", "day": "day"}
 BASE_SPEC = f"type filter hook forward priority {PRIORITY}; policy accept;"
+INPUT_SPEC = f"type filter hook input priority {PRIORITY}; policy accept;"
 
 
 def render(ruleset: Ruleset) -> Table:
@@ -65,12 +75,63 @@ def render(ruleset: Ruleset) -> Table:
     log_rules, log_chains = logging_rules(ruleset, sets)
     default = _log_line(ruleset, "default") if ruleset.log_default else []
     default.append(Rule(("counter", _verdict(ruleset.default))))
+    proxy = [rule for allow in in_order(ruleset.allows) for rule in proxy_rules(allow, sets)]
     chains = [
         Chain(BASE, tuple(_entry(ruleset)), BASE_SPEC),
         Chain(GOVERNED, (*governed, *log_rules, *default)),
         *log_chains,
+        Chain(INPUT, tuple(_input_entry(ruleset, sets)), INPUT_SPEC),
+        Chain(PROXY, (*proxy, *default)),
     ]
     return table(list(sets.values()), chains)
+
+
+def _input_entry(ruleset: Ruleset, sets: dict[str, NftSet]) -> list[Rule]:
+    rules = [Rule(("ct state established,related", "accept")), Rule(('iifname "lo"', "accept"))]
+    bridges = _bridge_names(ruleset)
+    if bridges:
+        rules.append(Rule((f"iifname {_names(bridges)}", "accept")))
+    for family in FAMILIES:
+        found = [x for x in ruleset.listeners if x.family is family]
+        name = _add(sets, f"listen{_DIGIT[family]}", _listener_type(family), _listening(found))
+        rules.append(Rule((f"{_listened(family)} @{name}", f"goto {PROXY}")))
+    return rules
+
+
+def proxy_rules(allow: Allow, sets: dict[str, NftSet]) -> list[Rule]:
+    """An allow on the proxy path: one for every container matches there as in governed
+    (its rules name no destination); any other, its own listeners, per family."""
+    if allow.destinations is None:
+        return allow_rules(allow, sets)
+    rules = []
+    for family in FAMILIES:
+        one = allow.in_family(family)
+        if one is None or not one.listeners:
+            continue
+        name = checked_name(allow.rule)
+        kind = _listener_type(family)
+        found = _add(sets, f"lsn{_DIGIT[family]}-{name}", kind, _listening(one.listeners))
+        head = _head(one, family, name, sets)
+        rules.append(
+            Rule((*head, f"{_listened(family)} @{found}", "counter", "accept"), f"dockwall:{name}")
+        )
+    return rules
+
+
+def _listener_type(family: Family) -> str:
+    return LISTENER_TYPE.format(addr=_ADDR[family])
+
+
+def _listened(family: Family) -> str:
+    return f"{_IP[family]} daddr . meta l4proto . th dport"
+
+
+def _listening(listeners: Iterable[Listener]) -> list[str]:
+    return [f"{_net_text(x.address)} . {x.proto.value} . {x.port}" for x in listeners]
+
+
+def _net_text(net: IPNetwork) -> str:
+    return address(net)
 
 
 def in_order(allows: tuple[Allow, ...]) -> list[Allow]:
@@ -81,12 +142,16 @@ def in_order(allows: tuple[Allow, ...]) -> list[Allow]:
     ]
 
 
-def _entry(ruleset: Ruleset) -> list[Rule]:
+def _bridge_names(ruleset: Ruleset) -> list[str]:
     prefixes = [checked_ifname(p) for p in ruleset.bridge_prefixes]
     named = [checked_ifname(b) for b in ruleset.bridges]
     # nft merges a name a wildcard already covers into the wildcard: leave it out ourselves.
     names = [b for b in named if not any(b.startswith(p) for p in prefixes)]
-    bridges = sorted({*names, *(p + "*" for p in prefixes)})
+    return sorted({*names, *(p + "*" for p in prefixes)})
+
+
+def _entry(ruleset: Ruleset) -> list[Rule]:
+    bridges = _bridge_names(ruleset)
     rules = [Rule(("ct state established,related", "accept"))]
     if bridges:
         rules.append(Rule((f"iifname {_names(bridges)}", "accept")))
@@ -108,12 +173,20 @@ def allow_rules(allow: Allow, sets: dict[str, NftSet]) -> list[Rule]:
     return [r for f, a in narrowed if a is not None for r in _allow_in(a, f, sets)]
 
 
-def _allow_in(allow: Allow, family: Family | None, sets: dict[str, NftSet]) -> list[Rule]:
-    name = checked_name(allow.rule)
+def _head(allow: Allow, family: Family | None, name: str, sets: dict[str, NftSet]) -> list[str]:
+    """An allow's interface and source matches."""
     head = [] if allow.via is None else [f'iifname "{checked_ifname(allow.via)}"']
     if allow.sources is not None and family is not None:
         src = _add(sets, f"src{_DIGIT[family]}-{name}", _ADDR[family], _addresses(allow.sources))
         head.append(f"{_IP[family]} saddr @{src}")
+    return head
+
+
+def _allow_in(allow: Allow, family: Family | None, sets: dict[str, NftSet]) -> list[Rule]:
+    name = checked_name(allow.rule)
+    if allow.destinations == ():  # only listeners in this family: the proxy path's
+        return []
+    head = _head(allow, family, name, sets)
     tails = _targets(allow, family, name, sets)
     tail = ("counter", "accept")
     return [Rule((*head, *t, *tail), f"dockwall:{name}") for t in tails]
