@@ -5,14 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dockwall.hoststate import Container, HostState, PublishedPort
+from dockwall.packets import Route
 from dockwall.ruleset import Allow, Ruleset
-from dockwall.values import IPAddress
+from dockwall.values import Family, IPAddress
 
 
 @dataclass(frozen=True)
 class PortExposure:
     port: PublishedPort
     allows: tuple[Allow, ...]  # the allows that let someone dial this published port
+    # How a client of each family the port is bound in gets there: Docker's NAT (forward)
+    # where the container has an address of that family, else docker-proxy (INPUT). The
+    # same allows decide both (and after a flush of Docker's NAT, every port is the proxy's).
+    paths: tuple[tuple[Family, Route], ...] = ()
 
     @property
     def public(self) -> bool:
@@ -32,11 +37,23 @@ def exposure(ruleset: Ruleset, host: HostState) -> tuple[ContainerExposure, ...]
     for container in sorted(host.containers, key=lambda c: c.name):
         addresses = container.addresses(bridged)
         ports = tuple(
-            PortExposure(p, tuple(a for a in ruleset.allows if _covers(a, addresses, p)))
+            PortExposure(
+                p,
+                tuple(a for a in ruleset.allows if _covers(a, addresses, p)),
+                _paths(p, addresses),
+            )
             for p in sorted(set(container.ports), key=_port_order)
         )
         result.append(ContainerExposure(container, addresses, ports))
     return tuple(result)
+
+
+def _paths(
+    port: PublishedPort, addresses: tuple[IPAddress, ...]
+) -> tuple[tuple[Family, Route], ...]:
+    bound = {Family.of(net) for net in port.bound()}
+    have = {Family.of(a) for a in addresses}
+    return tuple((f, Route.FORWARD if f in have else Route.PROXY) for f in Family if f in bound)
 
 
 def _covers(allow: Allow, addresses: tuple[IPAddress, ...], port: PublishedPort) -> bool:

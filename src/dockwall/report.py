@@ -14,6 +14,7 @@ from dockwall.explain import Verdict
 from dockwall.exposure import ContainerExposure, PortExposure
 from dockwall.packets import Outcome, Route
 from dockwall.ruleset import Allow
+from dockwall.values import Family
 
 
 def change_text(change: Change, verbose: bool = False) -> str:
@@ -69,17 +70,17 @@ def plan_json(result: PlanResult, warnings: tuple[str, ...] = ()) -> str:
 
 
 def _port_label(p: PortExposure) -> str:
-    host = f"{p.port.host_ip}:" if p.port.host_ip else ""
+    host = f"{p.port.host_ip}:" if p.port.host_ip else ""  # else every address it is bound in
     return f"{host}{p.port.host_port}/{p.port.proto}->{p.port.container_port}"
 
 
 def status_rows(rows: tuple[ContainerExposure, ...], hits: dict[str, Hits]) -> list[list[str]]:
-    table = [["CONTAINER", "ADDRESSES", "PUBLISHED", "REACHABLE BY"]]
+    table = [["CONTAINER", "ADDRESSES", "PUBLISHED", "PATH", "REACHABLE BY"]]
     for row in rows:
         name = printable(row.container.name)
         addresses = ", ".join(str(a) for a in row.addresses) or "-"
         if not row.ports:
-            table.append([name, addresses, "-", "(no published ports)"])
+            table.append([name, addresses, "-", "-", "(no published ports)"])
         for i, port in enumerate(row.ports):
             reach = "; ".join(_with_hits(a, hits) for a in port.allows)
             reach = reach or click.style("nobody", dim=True)
@@ -87,9 +88,21 @@ def status_rows(rows: tuple[ContainerExposure, ...], hits: dict[str, Hits]) -> l
                 reach = click.style("ANYONE", fg="red", bold=True) + ": " + reach
             first = i == 0
             table.append(
-                [name if first else "", addresses if first else "", _port_label(port), reach]
+                [
+                    name if first else "",
+                    addresses if first else "",
+                    _port_label(port),
+                    _paths_text(port),
+                    reach,
+                ]
             )
     return table
+
+
+def _paths_text(port: PortExposure) -> str:
+    """'v4 nat, v6 proxy': how each family's clients get there (the same rules decide)."""
+    short = {Route.FORWARD: "nat", Route.PROXY: "proxy"}
+    return ", ".join(f"v{4 if f is Family.V4 else 6} {short[r]}" for f, r in port.paths) or "-"
 
 
 def _with_hits(allow: Allow, hits: dict[str, Hits]) -> str:
@@ -135,6 +148,7 @@ def status_json(
                     "container_port": p.port.container_port,
                     "proto": p.port.proto.value,
                     "public": p.public,
+                    "paths": {f.value: r.value for f, r in p.paths},
                     "rules": [
                         {
                             "name": a.rule,

@@ -418,6 +418,27 @@ class Sandbox:
                 raise SandboxError("egress web server in WAN did not come up")
             time.sleep(0.1)
 
+    def start_host_service(self, port: int) -> None:
+        """busybox httpd in the HOST namespace itself on ``port`` (IPv4 and IPv6): a host
+        service, such as sshd, that Docker does not publish. Returns once it answers."""
+        www = self.dirs.run / f"host-www-{port}"
+        www.mkdir(exist_ok=True)
+        (www / "index.html").write_bytes(INDEX_HTML)
+        serve = ["/bin/busybox", "httpd", "-f", "-p", f"[::]:{port}", "-h", str(www)]  # both
+        proc = subprocess.Popen(
+            netns.exec_argv(self.host_ns, serve),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.dirs.record_helper(proc.pid)
+        cases: list[ProbeCase] = [(None, "127.0.0.1", port), (None, "::1", port)]
+        deadline = time.monotonic() + 10
+        while not all(self._probe_ns(self.host_ns, cases, timeout=1.0)):
+            if time.monotonic() > deadline:
+                raise SandboxError(f"host service on port {port} did not come up")
+            time.sleep(0.1)
+
     def container_fetch(
         self, container: str, address: Address, port: int, timeout: int = 2
     ) -> bool:
