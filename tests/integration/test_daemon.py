@@ -138,7 +138,16 @@ def test_a_container_joining_a_class_and_a_reused_address(
     box.start_container("late-two", [(8082, 80)], "dbnet", {"public": "yes"}, ip=address)
     assert eventually(lambda: reaches(seeded, STRANGER, 8082)) is not None, daemon.log()
     if "iptables" in daemon.extra:
-        assert dockwall_rules(seeded) == rules
+        # The forward path: no rule changes. The proxy path gains the new host port 8082
+        # (the lines that name it), and nothing else.
+        now = dockwall_rules(seeded)
+        proxy = ("-A DOCKWALL-INPUT ", "-A DOCKWALL-PROXY ")
+        assert [r for r in now if not r.startswith(proxy)] == [
+            r for r in rules if not r.startswith(proxy)
+        ]
+        gained = [r for r in now if r not in rules]
+        assert gained and all("--dport 8082" in r for r in gained), gained
+        assert [r for r in rules if r not in now] == []
         members = box.run_in_host(["ipset", "list"]).stdout
         assert f"{address}" in members, members
     box.docker("rm", "-f", "late-two")
