@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from dockwall.values import DEFAULT_LOG_RATE, Family, IPNetwork, LogRate, PortRange, Verdict
+from dockwall.values import (
+    DEFAULT_LOG_RATE,
+    Family,
+    IPAddress,
+    IPNetwork,
+    LogRate,
+    PortRange,
+    Verdict,
+)
 
 
 @dataclass(frozen=True)
@@ -40,7 +48,9 @@ class Ruleset:
     """Governed traffic: arrives on a non-bridge interface and leaves on a Docker bridge.
 
     Replies and traffic that containers start are never governed. Governed traffic that no
-    allow matches gets `default`.
+    allow matches gets `default`. Traffic from outside to a quarantined address or bridge (a
+    Docker object with values unsafe to write) gets `default` before any allow, whatever
+    interface it leaves on.
     """
 
     bridges: tuple[str, ...]  # bridge interfaces known now
@@ -49,10 +59,22 @@ class Ruleset:
     default: Verdict
     log_default: bool = False  # log every default drop
     log_rate: LogRate = DEFAULT_LOG_RATE
+    quarantine: tuple[IPNetwork, ...] = ()  # addresses of quarantined networks and containers
+    quarantine_bridges: tuple[str, ...] = ()  # bridges of quarantined networks (valid names)
 
     def in_family(self, family: Family) -> Ruleset:
         allows = (a.in_family(family) for a in self.allows)
-        return replace(self, allows=tuple(a for a in allows if a is not None))
+        quarantine = _only(self.quarantine, family) or ()
+        return replace(
+            self, allows=tuple(a for a in allows if a is not None), quarantine=quarantine
+        )
+
+    def quarantines(self, destination: IPAddress, out_interface: str) -> bool:
+        """True if traffic from outside to destination, leaving on out_interface, is dropped
+        for being quarantined."""
+        return out_interface in self.quarantine_bridges or any(
+            destination in net for net in self.quarantine
+        )
 
 
 def destination_changes(before: Ruleset, after: Ruleset) -> list[tuple[Allow, Allow]] | None:

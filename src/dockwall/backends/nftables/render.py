@@ -1,7 +1,8 @@
 """Render a Ruleset (both families) to dockwall's nftables table. Pure.
 
     chain forward       hook forward, priority -10 (before Docker's filter FORWARD), policy accept
-                        replies and traffic from bridges: accept; to a bridge: goto governed
+                        replies and traffic from bridges: accept; to a quarantined address
+                        (sets quarantine4/6) or bridge: the default; to a bridge: goto governed
     chain governed      one rule per allow (and family, and protocol): counter accept;
                         allows for every container first (see in_order)
                         destinations of a rule that logs: goto log-<rule>
@@ -66,7 +67,7 @@ def render(ruleset: Ruleset) -> Table:
     default = _log_line(ruleset, "default") if ruleset.log_default else []
     default.append(Rule(("counter", _verdict(ruleset.default))))
     chains = [
-        Chain(BASE, tuple(_entry(ruleset)), BASE_SPEC),
+        Chain(BASE, tuple(_entry(ruleset, sets)), BASE_SPEC),
         Chain(GOVERNED, (*governed, *log_rules, *default)),
         *log_chains,
     ]
@@ -81,7 +82,7 @@ def in_order(allows: tuple[Allow, ...]) -> list[Allow]:
     ]
 
 
-def _entry(ruleset: Ruleset) -> list[Rule]:
+def _entry(ruleset: Ruleset, sets: dict[str, NftSet]) -> list[Rule]:
     prefixes = [checked_ifname(p) for p in ruleset.bridge_prefixes]
     named = [checked_ifname(b) for b in ruleset.bridges]
     # nft merges a name a wildcard already covers into the wildcard: leave it out ourselves.
@@ -90,7 +91,26 @@ def _entry(ruleset: Ruleset) -> list[Rule]:
     rules = [Rule(("ct state established,related", "accept"))]
     if bridges:
         rules.append(Rule((f"iifname {_names(bridges)}", "accept")))
+    rules += _quarantine(ruleset, sets)
+    if bridges:
         rules.append(Rule((f"oifname {_names(bridges)}", f"goto {GOVERNED}")))
+    return rules
+
+
+def _quarantine(ruleset: Ruleset, sets: dict[str, NftSet]) -> list[Rule]:
+    """Quarantined addresses (sets quarantine4/6) and bridges get the default before any
+    allow, whatever interface the traffic leaves on; an unsafe bridge name is never written."""
+    rules = []
+    for family in FAMILIES:
+        nets = _addresses(n for n in ruleset.quarantine if Family.of(n) is family)
+        if nets:
+            found = _add(sets, f"quarantine{_DIGIT[family]}", _ADDR[family], nets)
+            rules.append(
+                Rule((f"{_IP[family]} daddr @{found}", "counter", _verdict(ruleset.default)))
+            )
+    if ruleset.quarantine_bridges:
+        names = _names([checked_ifname(b) for b in ruleset.quarantine_bridges])
+        rules.append(Rule((f"oifname {names}", "counter", _verdict(ruleset.default))))
     return rules
 
 
