@@ -46,6 +46,10 @@ default: drop
 rules:
   - name: anyone
     from: any
+  - name: named
+    from: [203.0.113.0/24, "2001:db8:200::/48"]
+    to: {container: "*"}
+    ports: [80]
 """
 BRIDGE = snapshot.BRIDGE_NAME_OPTION
 
@@ -192,12 +196,7 @@ def assert_dropped_from_outside(host: HostState, policy: Policy) -> None:
 def test_hostile_answers_never_escape_nor_reach_rule_text(
     answer: tuple[list[Any], list[Any]],
 ) -> None:
-    host = take(*answer)
-    policy = POLICY
-    for family in Family:
-        assert_safe_iptables(iptables_lines(host, policy, family)[0])
-    assert_safe_nft(nft_model.text(nft_render.render(compile_policy(policy, host).ruleset)))
-    assert_dropped_from_outside(host, policy)
+    check_host(take(*answer))
 
 
 def test_thousands_of_networks_half_of_them_odd() -> None:
@@ -219,3 +218,71 @@ def test_thousands_of_networks_half_of_them_odd() -> None:
     # Adjacent odd /24s are not merged (every other one is fine): one drop line each.
     assert sum(" -g DOCKWALL-DEFAULT" in s and "-d " in s for s in chains["DOCKWALL"]) == 1500
     assert_safe_nft(nft_model.text(nft_render.render(compile_policy(policy, host).ruleset)))
+
+
+GOOD_NET = {
+    "Id": "b" * 64,
+    "Name": "wallnet",
+    "Driver": "bridge",
+    "Options": {BRIDGE: "wall0"},
+    "IPAM": {"Config": [{"Subnet": "10.91.0.0/24"}, {"Subnet": "fd00:91::/64"}]},
+}
+GOOD_CONTAINER = {
+    "Id": "c" * 64,
+    "Names": ["/wall-app"],
+    "Labels": {"role": "web"},
+    "NetworkSettings": {
+        "Networks": {"wallnet": {"IPAddress": "10.91.0.2", "GlobalIPv6Address": "fd00:91::2"}}
+    },
+    "Ports": [{"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 9091, "Type": "tcp"}],
+}
+
+
+def _with(raw: dict[str, Any], path: tuple[str, ...], value: object) -> dict[str, Any]:
+    if len(path) == 1:
+        return {**raw, path[0]: value}
+    return {**raw, path[0]: _with(raw[path[0]], path[1:], value)}
+
+
+NET_FIELDS = [("Name",), ("Id",), ("Options", BRIDGE), ("IPAM", "Config")]
+CONTAINER_FIELDS = [
+    ("Names",),
+    ("Labels",),
+    ("NetworkSettings", "Networks", "wallnet", "IPAddress"),
+    ("NetworkSettings", "Networks", "wallnet", "GlobalIPv6Address"),
+    ("Ports",),
+]
+
+
+def _as_field(path: tuple[str, ...], payload: str) -> object:
+    """The payload where the field is: a string, or inside the list or object it holds."""
+    last = path[-1]
+    shaped: dict[str, object] = {
+        "Names": ["/" + payload],
+        "Labels": {payload: payload, "com.docker.compose.service": payload},
+        "Config": [{"Subnet": payload}],
+        "Ports": [{"IP": payload, "PrivatePort": 80, "PublicPort": 9091, "Type": payload}],
+    }
+    return shaped.get(last, payload)
+
+
+def test_every_payload_in_every_field_of_a_plausible_answer() -> None:
+    """Systematic: each payload in each field of an otherwise valid network and container,
+    so a value that parses but isn't safe (an IPv6 zone) can't hide in random junk."""
+    for payload in PAYLOADS:
+        for path in NET_FIELDS:
+            host = take([_with(GOOD_NET, path, _as_field(path, payload))], [GOOD_CONTAINER])
+            check_host(host)
+        for path in CONTAINER_FIELDS:
+            host = take([GOOD_NET], [_with(GOOD_CONTAINER, path, _as_field(path, payload))])
+            check_host(host)
+
+
+def check_host(host: HostState) -> None:
+    for family in Family:
+        chains, sets = iptables_lines(host, POLICY, family)
+        assert_safe_iptables(chains)
+        members = [str(m) for found in sets.values() for m in found]
+        assert all(ipaddress.ip_network(m) and "%" not in m for m in members), members
+    assert_safe_nft(nft_model.text(nft_render.render(compile_policy(POLICY, host).ruleset)))
+    assert_dropped_from_outside(host, POLICY)
