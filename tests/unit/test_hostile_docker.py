@@ -10,6 +10,7 @@ reach every container.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import re
 import shlex
 from typing import Any, cast
@@ -146,7 +147,7 @@ def assert_safe_iptables(chains: dict[str, list[str]]) -> None:
         for spec in specs:
             evaluate._parse(spec)
             words = shlex.split(spec)
-            for flag, value in zip(words, words[1:], strict=False):
+            for flag, value in itertools.pairwise(words):
                 if flag in {"-i", "-o"}:
                     assert IFNAME_PATTERN.fullmatch(value.removesuffix("+")), spec
                 if flag in {"-s", "-d"}:
