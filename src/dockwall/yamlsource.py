@@ -44,15 +44,15 @@ def load(text: str, filename: str) -> Located:
         raise PolicyError([Problem(filename, f"policy file is larger than {MAX_BYTES} bytes")])
     try:
         node = yaml.compose(text, Loader=_LOADER)
+        located = Located(None, filename)
+        if node is not None:
+            located.data = _convert(node, (), located)
     except RecursionError:
         raise PolicyError([Problem(filename, "not valid YAML: nested too deeply")]) from None
-    except yaml.YAMLError as exc:
+    except yaml.YAMLError as exc:  # also from converting a scalar ("=" has no constructor)
         mark = getattr(exc, "problem_mark", None)
         where = f"{filename}:{mark.line + 1}" if mark else filename
         raise PolicyError([Problem(where, f"not valid YAML: {exc}")]) from None
-    located = Located(None, filename)
-    if node is not None:
-        located.data = _convert(node, (), located)
     return located
 
 

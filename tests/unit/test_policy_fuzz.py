@@ -82,6 +82,7 @@ def test_a_few_aliases_are_fine() -> None:
         ("a: " + "[" * 5000 + "]" * 5000, "not valid YAML"),
         ("version: 1\nrules: " + "[" * 40 + "]" * 40, "nested deeper than"),
         ("a: &a [*a]", "nested deeper than"),
+        ("=", "not valid YAML"),  # a scalar with no constructor: found by the fuzz run
         ("version: 1\nrules: [" + ",".join(["{}"] * 20_000) + "]", "at most 10000 items"),
         ("# " + "x" * (yamlsource.MAX_BYTES + 1), "larger than"),
     ],
