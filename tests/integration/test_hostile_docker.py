@@ -30,7 +30,12 @@ NETWORKS = {  # name: (bridge, IPv4 subnet, IPv6 subnet); inside the Docker host
     "oddlate": ("o'late", "172.31.92.0/24", "2001:db8:d0c:92::/64"),
     "latenet": ("late0", "172.31.93.0/24", "2001:db8:d0c:93::/64"),
 }
-CRAFTED = {'"; -j ACCEPT': "} accept; {", "x": '"; -j ACCEPT', "com.docker.compose.service": "}"}
+CRAFTED = {  # the docker CLI refuses whitespace in label keys, not in values
+    '";-jACCEPT': '"; -j ACCEPT',
+    "}accept;{": "} accept; {",
+    "x": '"; -j ACCEPT',
+    "com.docker.compose.service": "} accept; {",
+}
 
 
 def create_network(seeded: SeededSandbox, name: str) -> None:
@@ -142,10 +147,11 @@ def test_labels_crafted_as_rule_text_change_nothing(
     seeded, path = seeded_sandbox, tmp_path / "policy.yaml"
     path.write_text(
         EXAMPLE.read_text()
-        + f"backend: {backend}\n"
         + "  - {name: labelled, from: any, via: eth0, to: {label: x}, ports: [8085]}\n"
+        + f"backend: {backend}\n"
     )
     box, at = seeded.sandbox, ip_address("172.31.91.50")
+    box.docker("rm", "-f", "crafted", check=False)  # left by an earlier failed run
     box.start_container("crafted", [(8085, 80)], "wallnet", labels={"x": "plain"}, ip=at)
     assert dockwall(box, "apply", policy=path).returncode == 0
     without = dockwall_rules(seeded)
@@ -209,6 +215,9 @@ def test_daemon_quarantines_a_late_odd_network_and_governs_a_late_custom_bridge(
     oracle = expected(baseline)
     wrong = mismatches(observed, lambda c: c.container != "odd-late" and oracle(c))  # type: ignore[operator]
     assert not wrong, "\n".join(wrong) + "\n" + box.firewall_dump() + daemon.log()
+    for line in daemon.log().splitlines():
+        if "latenet" in line and ("added=" in line or "event handled" in line):
+            print(line)
     print(
         f"latenet: created in {created * 1000:.0f} ms, container listening at "
         f"{listening * 1000:.0f} ms, first probe done at {seen * 1000:.0f} ms"
