@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from dockwall.hoststate import Container, Endpoint, HostState, Network, PublishedPort
+from dockwall.hoststate import Container, Endpoint, HostState, Network, PublishedPort, Quarantined
 from dockwall.values import Proto
 
 
@@ -17,7 +17,16 @@ def load_host(path: Path) -> HostState:
     networks = tuple(_network(n) for n in data.get("networks", []))
     containers = tuple(_container(c) for c in data.get("containers", []))
     interfaces = frozenset(data.get("interfaces", []))
-    return HostState(containers, networks, interfaces, str(data.get("docker_version", "test")))
+    odd = tuple(_quarantined(q) for q in data.get("quarantined", []))
+    version = str(data.get("docker_version", "test"))
+    return HostState(containers, networks, interfaces, version, odd)
+
+
+def _quarantined(raw: dict[str, Any]) -> Quarantined:
+    addresses = tuple(ipaddress.ip_network(a) for a in raw.get("addresses", []))
+    return Quarantined(
+        raw["kind"], raw["name"], raw["reason"], addresses, raw.get("key"), raw.get("bridge")
+    )
 
 
 def _network(raw: dict[str, Any]) -> Network:

@@ -190,12 +190,15 @@ def status(policy_path: Path, docker_host: str | None, as_json: bool, backend: s
         "installed_matches_policy": in_sync,
         "backend": kernel.name,
         "docker_version": ctx.host.docker_version,
+        "quarantined": report.quarantine_json(ctx.host),
     }
     if as_json:
         click.echo(report.status_json(header, rows, hits))
         return
     click.echo(report.status_header(header))
     click.echo(report.table_text(report.status_rows(rows, hits)))
+    for line in report.quarantine_lines(ctx.host):
+        click.echo(line)
     click.echo(report.default_line(hits))
 
 

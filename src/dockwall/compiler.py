@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from dockwall.hoststate import Container, HostState
+from dockwall.hoststate import Container, HostState, Quarantined
 from dockwall.policy import Policy, Rule, Selector
 from dockwall.ruleset import Allow, Listener, Ruleset
 from dockwall.values import IPNetwork, PortRange
@@ -37,6 +37,9 @@ def compile_policy(policy: Policy, host: HostState) -> Compiled:
         sorted({n.bridge for n in host.bridge_networks if n.bridge} | set(DEFAULT_BRIDGES))
     )
     log_default = policy.log or any(r.log and r.targets is None for r in policy.rules)
+    quarantine = quarantined_addresses(host)
+    q_bridges = tuple(sorted({q.bridge for q in host.quarantined if q.bridge} - set(bridges)))
+    warnings += [quarantine_warning(q) for q in host.quarantined]
     ruleset = Ruleset(
         bridges,
         DEFAULT_BRIDGE_PREFIXES,
@@ -44,9 +47,38 @@ def compile_policy(policy: Policy, host: HostState) -> Compiled:
         policy.default,
         log_default,
         policy.log_rate,
+        quarantine,
+        q_bridges,
         listening(host.containers),
     )
     return Compiled(ruleset, tuple(warnings))
+
+
+def quarantined_addresses(host: HostState) -> tuple[IPNetwork, ...]:
+    """The addresses of every quarantined object, and of every container's endpoint on a
+    quarantined network: all outside traffic to them is dropped. Collapsed, in order."""
+    keys = {q.key for q in host.quarantined if q.kind == "network" and q.key is not None}
+    found = {a for q in host.quarantined for a in q.addresses}
+    for container in host.containers:
+        for ep in container.endpoints:
+            if ep.network in keys:
+                found |= {_host_net(a) for a in (ep.ipv4, ep.ipv6) if a is not None}
+    v4 = [n for n in found if isinstance(n, ipaddress.IPv4Network)]
+    v6 = [n for n in found if isinstance(n, ipaddress.IPv6Network)]
+    return (*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6))
+
+
+def quarantine_warning(q: Quarantined) -> str:
+    """For people: which object, what was wrong, and what dockwall does about it."""
+    by = [str(a) for a in q.addresses] + ([f"bridge {q.bridge}"] if q.bridge else [])
+    if q.kind == "network":
+        by.append("its containers' addresses")
+    done = (
+        f"all outside traffic to {', '.join(by)} is dropped"
+        if by
+        else "no address known: no rule selects it (only rules for every container apply)"
+    )
+    return f"{q.kind} {q.name!r} quarantined ({q.reason}): {done}"
 
 
 def _allow(rule: Rule, host: HostState, bridged: frozenset[str], warnings: list[str]) -> Allow:

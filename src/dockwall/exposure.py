@@ -29,22 +29,24 @@ class ContainerExposure:
     container: Container
     addresses: tuple[IPAddress, ...]
     ports: tuple[PortExposure, ...]
+    quarantined: bool = False  # on a quarantined network: dropped from outside there
 
 
 def exposure(ruleset: Ruleset, host: HostState) -> tuple[ContainerExposure, ...]:
     bridged = frozenset(n.name for n in host.bridge_networks)
+    odd = {q.key for q in host.quarantined if q.kind == "network"}
     result = []
     for container in sorted(host.containers, key=lambda c: c.name):
         addresses = container.addresses(bridged)
+        quarantined = any(ep.network in odd for ep in container.endpoints)
+        allows = () if quarantined and not addresses else ruleset.allows  # only there: dropped
         ports = tuple(
             PortExposure(
-                p,
-                tuple(a for a in ruleset.allows if _covers(a, addresses, p)),
-                _paths(p, addresses),
+                p, tuple(a for a in allows if _covers(a, addresses, p)), _paths(p, addresses)
             )
             for p in sorted(set(container.ports), key=_port_order)
         )
-        result.append(ContainerExposure(container, addresses, ports))
+        result.append(ContainerExposure(container, addresses, ports, quarantined))
     return tuple(result)
 
 

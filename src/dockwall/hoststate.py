@@ -66,11 +66,26 @@ class Container:
 
 
 @dataclass(frozen=True)
+class Quarantined:
+    """A Docker object with a value that can't safely become rule text (an odd bridge name, a
+    field that doesn't parse or is missing). Nothing of it is written but its addresses, which
+    are validated: all outside traffic to them is dropped."""
+
+    kind: str  # "network" or "container"
+    name: str  # for people: printable, shortened
+    reason: str  # what was wrong, for people
+    addresses: tuple[IPNetwork, ...] = ()  # subnets of a network; a container's own addresses
+    key: str | None = None  # a network's name as Docker gave it, to find its containers
+    bridge: str | None = None  # a network's bridge, if its name is valid (then dropped by name)
+
+
+@dataclass(frozen=True)
 class HostState:
     containers: tuple[Container, ...]
     networks: tuple[Network, ...]
     interfaces: frozenset[str]  # host interface names, for warnings about `via`
     docker_version: str = "unknown"
+    quarantined: tuple[Quarantined, ...] = ()
 
     def names(self) -> dict[str, str]:
         """Container name by address (as text), every network."""

@@ -162,13 +162,16 @@ class RuleDoc(_Doc):
         return tuple(_unsafe_to_value_error(PortRange.parse, str(item)) for item in items)
 
 
+MAX_RULES = 10_000  # far above any real policy; a bound on work and on the problems listed
+
+
 class PolicyDoc(_Doc):
     version: Literal[1]
     default: Verdict = Verdict.DROP
     log: bool | LogDoc = False
     backend: Literal["auto", "iptables", "nftables"] = "auto"
     groups: dict[str, list[str]] = Field(default_factory=dict)
-    rules: list[RuleDoc] = Field(default_factory=list)
+    rules: list[RuleDoc] = Field(default_factory=list, max_length=MAX_RULES)
 
     @field_validator("groups", mode="before")
     @classmethod

@@ -83,6 +83,8 @@ def _ruleset(r: Ruleset) -> dict[str, Any]:
         "default": r.default.value,
         "log_default": r.log_default,
         "log_rate": [r.log_rate.count, r.log_rate.unit, r.log_rate.burst],
+        "quarantine": _nets(r.quarantine),
+        "quarantine_bridges": list(r.quarantine_bridges),
         "allows": [
             {
                 "rule": a.rule,
@@ -124,6 +126,8 @@ def _from_ruleset(doc: dict[str, Any]) -> Ruleset:
         Verdict(doc["default"]),
         bool(doc["log_default"]),
         LogRate(count, unit, burst),
+        _from_nets(doc.get("quarantine", [])),
+        tuple(doc.get("quarantine_bridges", [])),
         _from_listeners(doc.get("listeners")) or (),
     )
 

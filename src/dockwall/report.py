@@ -10,8 +10,10 @@ import click
 
 from dockwall.app import CheckResult, PlanResult
 from dockwall.backends.base import DEFAULT_HITS, Change, Hits
+from dockwall.compiler import quarantine_warning
 from dockwall.explain import Verdict
 from dockwall.exposure import ContainerExposure, PortExposure
+from dockwall.hoststate import HostState
 from dockwall.packets import Outcome, Route
 from dockwall.ruleset import Allow
 from dockwall.values import Family
@@ -77,7 +79,7 @@ def _port_label(p: PortExposure) -> str:
 def status_rows(rows: tuple[ContainerExposure, ...], hits: dict[str, Hits]) -> list[list[str]]:
     table = [["CONTAINER", "ADDRESSES", "PUBLISHED", "PATH", "REACHABLE BY"]]
     for row in rows:
-        name = printable(row.container.name)
+        name = printable(row.container.name) + (" (quarantined network)" if row.quarantined else "")
         addresses = ", ".join(str(a) for a in row.addresses) or "-"
         if not row.ports:
             table.append([name, addresses, "-", "-", "(no published ports)"])
@@ -126,6 +128,27 @@ def table_text(table: list[list[str]]) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in table
     )
+
+
+def quarantine_lines(host: HostState) -> list[str]:
+    """One line per quarantined Docker object: what it is, why, and what dockwall does."""
+    return [
+        click.style("QUARANTINED ", fg="red", bold=True) + printable(quarantine_warning(q))
+        for q in host.quarantined
+    ]
+
+
+def quarantine_json(host: HostState) -> list[dict[str, Any]]:
+    return [
+        {
+            "kind": q.kind,
+            "name": q.name,
+            "reason": q.reason,
+            "dropped_addresses": [str(a) for a in q.addresses],
+            "dropped_bridge": q.bridge,
+        }
+        for q in host.quarantined
+    ]
 
 
 def default_line(hits: dict[str, Hits]) -> str:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from dockwall.values import DEFAULT_LOG_RATE, Family, IPNetwork, LogRate, PortRange, Proto, Verdict
+from dockwall.values import (
+    DEFAULT_LOG_RATE,
+    Family,
+    IPAddress,
+    IPNetwork,
+    LogRate,
+    PortRange,
+    Proto,
+    Verdict,
+)
 
 
 @dataclass(frozen=True, order=True)
@@ -61,7 +70,9 @@ class Ruleset:
     (`listeners`: the proxy path, docker-proxy's through INPUT). The same allows decide both.
 
     Replies and traffic that containers start are never governed. Governed traffic that no
-    allow matches gets `default`.
+    allow matches gets `default`. Traffic from outside to a quarantined address or bridge (a
+    Docker object with values unsafe to write) gets `default` before any allow, whatever
+    interface it leaves on.
     """
 
     bridges: tuple[str, ...]  # bridge interfaces known now
@@ -70,14 +81,25 @@ class Ruleset:
     default: Verdict
     log_default: bool = False  # log every default drop
     log_rate: LogRate = DEFAULT_LOG_RATE
+    quarantine: tuple[IPNetwork, ...] = ()  # addresses of quarantined networks and containers
+    quarantine_bridges: tuple[str, ...] = ()  # bridges of quarantined networks (valid names)
     listeners: tuple[Listener, ...] = ()  # every published host port (the proxy path)
 
     def in_family(self, family: Family) -> Ruleset:
         allows = (a.in_family(family) for a in self.allows)
+        quarantine = _only(self.quarantine, family) or ()
         return replace(
             self,
             allows=tuple(a for a in allows if a is not None),
+            quarantine=quarantine,
             listeners=_listening(self.listeners, family) or (),
+        )
+
+    def quarantines(self, destination: IPAddress, out_interface: str) -> bool:
+        """True if traffic from outside to destination, leaving on out_interface, is dropped
+        for being quarantined."""
+        return out_interface in self.quarantine_bridges or any(
+            destination in net for net in self.quarantine
         )
 
 

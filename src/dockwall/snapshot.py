@@ -1,7 +1,8 @@
 """Take a HostState from the Docker Engine API (through the Docker SDK) and the host's links.
 
 This is the only module that reads Docker. Everything it returns is validated: addresses are
-ipaddress objects, bridge names pass the interface-name check, ports are ints.
+ipaddress objects (without IPv6 zones), bridge names pass the interface-name check, ports are
+ints. An object with a value that fails is quarantined (HostState.quarantined), not fatal.
 """
 
 from __future__ import annotations
@@ -9,22 +10,30 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
 import requests.exceptions
 
 from dockwall.errors import DockerError, UnsafeValueError
-from dockwall.hoststate import Container, Endpoint, HostState, Network, PublishedPort
+from dockwall.hoststate import (
+    Container,
+    Endpoint,
+    HostState,
+    Network,
+    PublishedPort,
+    Quarantined,
+)
 from dockwall.values import Family, IPAddress, IPNetwork, Proto, checked_ifname
 
 log = logging.getLogger(__name__)
 
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
 API_TIMEOUT = 10  # seconds, for every Engine API call
+T = TypeVar("T")
 
 
 def connect(docker_host: str | None) -> docker.DockerClient:
@@ -39,17 +48,44 @@ def connect(docker_host: str | None) -> docker.DockerClient:
 
 def take(client: docker.DockerClient, version: str | None = None) -> HostState:
     """A consistent-enough snapshot: networks, running containers, engine version, links.
-    Pass the engine version if known, to save an API call."""
+    Pass the engine version if known, to save an API call. Raises DockerError only when Docker
+    can't be read; an object with a value that doesn't parse or isn't safe is quarantined."""
     try:
         if version is None:
             version = engine_version(client)
-        networks = tuple(_network(raw) for raw in client.api.networks())
-        containers = tuple(_container(raw) for raw in client.api.containers())
+        raw_networks = _listed(client.api.networks())
+        raw_containers = _listed(client.api.containers())
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise DockerError(f"cannot read Docker: {exc}") from None
-    except (KeyError, ValueError, TypeError) as exc:
-        raise DockerError(f"unexpected answer from Docker: {exc!r}") from None
-    return HostState(containers, networks, host_interfaces(), version)
+    networks, odd_networks = _each(raw_networks, _network, _odd_network)
+    containers, odd_containers = _each(raw_containers, _container, _odd_container)
+    quarantined = (*odd_networks, *odd_containers)
+    return HostState(containers, networks, host_interfaces(), version, quarantined)
+
+
+def _listed(answer: object) -> list[object]:
+    if not isinstance(answer, list):
+        raise DockerError(f"unexpected answer from Docker: a {type(answer).__name__}, not a list")
+    return answer
+
+
+def _each(
+    raws: list[object],
+    parse: Callable[[Mapping[str, Any]], T],
+    odd: Callable[[object, str], Quarantined],
+) -> tuple[tuple[T, ...], tuple[Quarantined, ...]]:
+    """Every object parsed; those that can't be (missing fields, wrong types, unsafe values)
+    quarantined instead, so one odd object never stops the rest from being governed."""
+    good: list[T] = []
+    bad: list[Quarantined] = []
+    for raw in raws:
+        try:
+            if not isinstance(raw, Mapping):
+                raise TypeError(f"a {type(raw).__name__}, not an object")
+            good.append(parse(raw))
+        except (UnsafeValueError, KeyError, ValueError, TypeError, AttributeError) as exc:
+            bad.append(odd(raw, _reason(exc)))
+    return tuple(good), tuple(bad)
 
 
 def engine_info(client: docker.DockerClient) -> dict[str, object]:
@@ -70,36 +106,99 @@ def host_interfaces() -> frozenset[str]:
 
 
 def _network(raw: Mapping[str, Any]) -> Network:
-    net_id = str(raw["Id"])
-    driver = str(raw.get("Driver", ""))
+    net_id = _text(raw["Id"])
+    name = _text(raw["Name"])
+    driver = _text(raw.get("Driver", ""))
     bridge = None
     if driver == "bridge":
         options = raw.get("Options") or {}
-        name = options.get(BRIDGE_NAME_OPTION) or f"br-{net_id[:12]}"
-        bridge = _checked(checked_ifname, name, f"network {raw.get('Name')!r} bridge")
-    subnets: list[IPNetwork] = []
-    for config in (raw.get("IPAM") or {}).get("Config") or []:
-        subnet = config.get("Subnet")
-        if subnet:
-            subnets.append(ipaddress.ip_network(subnet, strict=False))
-    return Network(net_id, str(raw.get("Name", "")), driver, bridge, tuple(subnets))
+        bridge = checked_ifname(_text(options.get(BRIDGE_NAME_OPTION) or f"br-{net_id[:12]}"))
+    subnets = tuple(_subnet(config.get("Subnet")) for config in _ipam(raw))
+    return Network(net_id, name, driver, bridge, tuple(s for s in subnets if s is not None))
+
+
+def _ipam(raw: object) -> list[Mapping[str, Any]]:
+    ipam = raw.get("IPAM") if isinstance(raw, Mapping) else None
+    configs = ipam.get("Config") if isinstance(ipam, Mapping) else None
+    return [c for c in configs or () if isinstance(c, Mapping)]
+
+
+def _subnet(text: object) -> IPNetwork | None:
+    if not text:
+        return None
+    net = ipaddress.ip_network(_text(text), strict=False)
+    _unscoped(net.network_address)
+    return net
+
+
+def _odd_network(raw: object, reason: str) -> Quarantined:
+    """The subnets that do parse (Docker's IPAM), so traffic to them can still be dropped."""
+    subnets = []
+    for config in _ipam(raw):
+        try:
+            subnets.append(_subnet(config.get("Subnet")))
+        except (UnsafeValueError, ValueError, TypeError):
+            continue
+    name = raw.get("Name") if isinstance(raw, Mapping) else None
+    key = name if isinstance(name, str) else None
+    found = tuple(s for s in subnets if s is not None)
+    return Quarantined("network", _label(name), reason, found, key, _safe_bridge(raw))
+
+
+def _safe_bridge(raw: object) -> str | None:
+    """The bridge of a quarantined network, if its name is still safe to write."""
+    try:
+        network = _network({**raw, "IPAM": None}) if isinstance(raw, Mapping) else None
+    except (UnsafeValueError, KeyError, ValueError, TypeError, AttributeError):
+        return None
+    return network.bridge if network else None
 
 
 def _container(raw: Mapping[str, Any]) -> Container:
-    names = raw.get("Names") or [raw["Id"][:12]]
-    name = str(names[0]).lstrip("/")
-    labels = {str(k): str(v) for k, v in (raw.get("Labels") or {}).items()}
-    networks = (raw.get("NetworkSettings") or {}).get("Networks") or {}
+    cid = _text(raw["Id"])
+    names = raw.get("Names") or [cid[:12]]
+    name = _text(names[0]).lstrip("/")
+    labels = {_text(k): _text(v) for k, v in (raw.get("Labels") or {}).items()}
     endpoints = tuple(
         Endpoint(
-            str(net_name),
+            _text(net_name),
             _address(ep.get("IPAddress")),
             _address(ep.get("GlobalIPv6Address")),
         )
-        for net_name, ep in networks.items()
+        for net_name, ep in _endpoints(raw).items()
     )
     ports = _merged(p for p in (_port(raw_port) for raw_port in raw.get("Ports") or []) if p)
-    return Container(str(raw["Id"]), name, labels, endpoints, ports)
+    return Container(cid, name, labels, endpoints, ports)
+
+
+def _endpoints(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    settings = raw.get("NetworkSettings") or {}
+    return settings.get("Networks") or {}
+
+
+def _odd_container(raw: object, reason: str) -> Quarantined:
+    """The addresses that do parse: the container is dropped from outside at each of them."""
+    found = []
+    try:
+        endpoints = _endpoints(raw) if isinstance(raw, Mapping) else {}
+        values = [e for ep in endpoints.values() for e in _address_fields(ep)]
+    except (AttributeError, TypeError):
+        values = []
+    for value in values:
+        try:
+            found.append(_address(value))
+        except (UnsafeValueError, ValueError, TypeError):
+            continue
+    names = raw.get("Names") if isinstance(raw, Mapping) else None
+    first = names[0] if isinstance(names, list) and names else None
+    nets = tuple(ipaddress.ip_network(a) for a in found if a is not None)
+    return Quarantined("container", _label(first), reason, nets)
+
+
+def _address_fields(ep: object) -> list[object]:
+    if not isinstance(ep, Mapping):
+        return []
+    return [ep.get("IPAddress"), ep.get("GlobalIPv6Address")]
 
 
 def _port(raw: Mapping[str, Any]) -> PublishedPort | None:
@@ -111,7 +210,7 @@ def _port(raw: Mapping[str, Any]) -> PublishedPort | None:
     unspecified = _unspecified(bound)
     families = frozenset(Family) if unspecified is None else frozenset({unspecified})
     return PublishedPort(
-        _address(bound), int(public), int(raw["PrivatePort"]), Proto(proto), families
+        _address(bound), _number(public), _number(raw["PrivatePort"]), Proto(proto), families
     )
 
 
@@ -134,14 +233,39 @@ def _merged(ports: Iterable[PublishedPort]) -> tuple[PublishedPort, ...]:
 
 
 def _address(text: object) -> IPAddress | None:
-    if not text or not isinstance(text, str):
+    if not text:
         return None
-    addr = ipaddress.ip_address(text)
+    addr = _unscoped(ipaddress.ip_address(_text(text)))
     return None if addr.is_unspecified else addr
 
 
-def _checked(check: Any, value: str, what: str) -> Any:
-    try:
-        return check(value)
-    except UnsafeValueError as exc:
-        raise DockerError(f"{what}: {exc}") from None
+def _unscoped(addr: IPAddress) -> IPAddress:
+    """An IPv6 zone ("fe80::1%eth0") is free text that str() would carry into rule text."""
+    if isinstance(addr, ipaddress.IPv6Address) and addr.scope_id is not None:
+        raise UnsafeValueError(f"{_label(str(addr))} has a zone index")
+    return addr
+
+
+def _text(value: object) -> str:
+    """A string field: anything else (a number, a list, null) is not what the API returns."""
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got a {type(value).__name__}")
+    return value
+
+
+def _number(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
+        raise ValueError(f"expected a port number, got {_label(repr(value))}")
+    return value
+
+
+def _label(value: object) -> str:
+    """A name for people: printable characters only, at most 64 of them."""
+    text = value if isinstance(value, str) else "(unnamed)"
+    shown = "".join(c if c.isprintable() else "?" for c in text.lstrip("/"))
+    return shown[:64] + ("..." if len(shown) > 64 else "")
+
+
+def _reason(exc: Exception) -> str:
+    missing = isinstance(exc, KeyError)
+    return _label(f"field {exc} missing" if missing else str(exc))

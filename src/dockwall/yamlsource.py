@@ -12,6 +12,11 @@ from dockwall.errors import PolicyError, Problem
 Path = tuple[str | int, ...]
 _SCALARS = yaml.constructor.SafeConstructor()
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~5x faster
+# Bounds, so that a hostile or broken file is a clear error in bounded time and memory: an
+# alias is a reference to a node, and "billion laughs" aliases expand when walked.
+MAX_BYTES = 8 * 1024 * 1024
+MAX_VALUES = 200_000  # values walked, aliases counted each time they are used
+MAX_DEPTH = 32  # nesting of lists and mappings
 
 
 @dataclass
@@ -21,6 +26,7 @@ class Located:
     data: Any
     filename: str
     lines: dict[Path, int] = field(default_factory=dict)
+    walked: int = 0  # values converted so far
 
     def where(self, path: Path) -> str:
         """file:line of the deepest known path prefix."""
@@ -32,20 +38,31 @@ class Located:
 
 
 def load(text: str, filename: str) -> Located:
-    """Parse text as YAML (safe subset). Duplicate keys are an error, not a silent overwrite."""
+    """Parse text as YAML (safe subset). Duplicate keys are an error, not a silent overwrite.
+    Too large, too deep or too many values (aliases counted where used) is an error too."""
+    if len(text) > MAX_BYTES:
+        raise PolicyError([Problem(filename, f"policy file is larger than {MAX_BYTES} bytes")])
     try:
         node = yaml.compose(text, Loader=_LOADER)
-    except yaml.YAMLError as exc:
+        located = Located(None, filename)
+        if node is not None:
+            located.data = _convert(node, (), located)
+    except RecursionError:
+        raise PolicyError([Problem(filename, "not valid YAML: nested too deeply")]) from None
+    except yaml.YAMLError as exc:  # also from converting a scalar ("=" has no constructor)
         mark = getattr(exc, "problem_mark", None)
         where = f"{filename}:{mark.line + 1}" if mark else filename
         raise PolicyError([Problem(where, f"not valid YAML: {exc}")]) from None
-    located = Located(None, filename)
-    if node is not None:
-        located.data = _convert(node, (), located)
     return located
 
 
 def _convert(node: yaml.Node, path: Path, out: Located) -> Any:
+    out.walked += 1
+    where = f"{out.filename}:{node.start_mark.line + 1}"
+    if out.walked > MAX_VALUES:
+        raise PolicyError([Problem(where, f"more than {MAX_VALUES} values (aliases expanded)")])
+    if len(path) > MAX_DEPTH:
+        raise PolicyError([Problem(where, f"nested deeper than {MAX_DEPTH} levels")])
     out.lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         return _mapping(node, path, out)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import cast
 
+import docker
 import pytest
 
 from dockwall import snapshot
-from dockwall.errors import DockerError
+from dockwall.errors import DockerError, UnsafeValueError
+from dockwall.hoststate import HostState
 from dockwall.values import Family, Proto
 
 
@@ -77,13 +80,85 @@ def test_bridge_names() -> None:
     assert (default.bridge, user.bridge, host.bridge) == ("docker0", "br-5e3f0c1a2b4d", None)
 
 
-def test_hostile_bridge_name_is_refused() -> None:
-    with pytest.raises(DockerError, match="not a valid interface name"):
-        snapshot._network(
-            {
-                "Id": "f" * 64,
-                "Name": "evil",
-                "Driver": "bridge",
-                "Options": {"com.docker.network.bridge.name": "x -j ACCEPT"},
-            }
-        )
+class FakeApi:
+    def __init__(self, networks: object, containers: object) -> None:
+        self._networks, self._containers = networks, containers
+
+    def networks(self) -> object:
+        return self._networks
+
+    def containers(self) -> object:
+        return self._containers
+
+
+class FakeClient:
+    def __init__(self, networks: object, containers: object) -> None:
+        self.api = FakeApi(networks, containers)
+
+
+def take(networks: object, containers: object = None) -> HostState:
+    client = FakeClient(networks, [] if containers is None else containers)
+    return snapshot.take(cast(docker.DockerClient, client), "28.5.2")
+
+
+ODDNET = {
+    "Id": "a" * 64,
+    "Name": "oddnet",
+    "Driver": "bridge",
+    "Options": {"com.docker.network.bridge.name": 'x"y'},
+    "IPAM": {"Config": [{"Subnet": "10.90.0.0/24"}, {"Subnet": "fd00:90::/64"}]},
+}
+WALLNET = {
+    "Id": "b" * 64,
+    "Name": "wallnet",
+    "Driver": "bridge",
+    "Options": {"com.docker.network.bridge.name": "wall0"},
+    "IPAM": {"Config": [{"Subnet": "10.91.0.0/24"}]},
+}
+
+
+def test_hostile_bridge_name_quarantines_that_network_only() -> None:
+    host = take([ODDNET, WALLNET])
+    assert [n.bridge for n in host.networks] == ["wall0"]
+    (odd,) = host.quarantined
+    assert (odd.kind, odd.name, odd.key, odd.bridge) == ("network", "oddnet", "oddnet", None)
+    assert odd.addresses == (
+        ipaddress.ip_network("10.90.0.0/24"),
+        ipaddress.ip_network("fd00:90::/64"),
+    )
+    assert "not a valid interface name" in odd.reason
+
+
+def test_missing_fields_and_wrong_types_quarantine_not_abort() -> None:
+    no_id = {k: v for k, v in WALLNET.items() if k != "Id"}
+    bad_subnet = {**WALLNET, "Name": "half", "IPAM": {"Config": [{"Subnet": "10.1.0.0/33"}]}}
+    container = {
+        "Names": ["/c"],
+        "NetworkSettings": {"Networks": {"w": {"IPAddress": "10.91.0.9"}}},
+    }
+    host = take([no_id, bad_subnet, "junk", ODDNET], [container, 7])
+    assert host.networks == ()
+    kinds = [(q.kind, q.name, q.bridge) for q in host.quarantined]
+    assert kinds == [
+        ("network", "wallnet", None),  # no Id: its bridge name can't be known for sure
+        ("network", "half", "wall0"),  # a valid bridge name: dropped by name
+        ("network", "(unnamed)", None),
+        ("network", "oddnet", None),
+        ("container", "c", None),
+        ("container", "(unnamed)", None),
+    ]
+    assert host.quarantined[4].addresses == (ipaddress.ip_network("10.91.0.9/32"),)
+
+
+def test_ipv6_zone_never_passes() -> None:
+    """str() of a scoped IPv6 address carries the zone, free text, into rule text."""
+    with pytest.raises(UnsafeValueError):
+        snapshot._address('fe80::1%x"y')
+    net = {**WALLNET, "IPAM": {"Config": [{"Subnet": 'fe80::%x"y/64'}]}}
+    (odd,) = take([net]).quarantined
+    assert odd.addresses == () and odd.bridge == "wall0"
+
+
+def test_an_answer_that_is_not_a_list_is_docker_unreadable() -> None:
+    with pytest.raises(DockerError, match="not a list"):
+        take({"message": "page not found"})

@@ -20,7 +20,7 @@ import docker
 
 from dockwall import policydiff, record, snapshot
 from dockwall.backends.base import Backend, Change
-from dockwall.compiler import compile_policy
+from dockwall.compiler import compile_policy, quarantine_warning
 from dockwall.daemon import describe, sdnotify
 from dockwall.daemon.events import EventFollower
 from dockwall.daemon.firewalld import FirewalldListener
@@ -63,6 +63,7 @@ class Daemon:
     _version: str | None = None
     _live_restore: bool = False  # Docker keeps containers running while it is away
     _timings: dict[str, float] = field(default_factory=dict)
+    _quarantined: set[str] = field(default_factory=set)  # quarantine warnings already logged
 
     def run(self) -> None:
         firewalld = FirewalldListener(self.triggers)
@@ -158,9 +159,16 @@ class Daemon:
         compiled = compile_policy(self.policy, host)
         why = describe.host_changes(self.host, host)
         why += policydiff.rule_changes(self.applied, compiled.ruleset, host.names())
+        odd = {quarantine_warning(q) for q in host.quarantined}
         for warning in compiled.warnings:
-            if self.applied is None or compiled.ruleset != self.applied:
+            new = (
+                warning not in self._quarantined
+                if warning in odd
+                else compiled.ruleset != self.applied
+            )
+            if self.applied is None or new:
                 log.warning(warning)
+        self._quarantined = odd  # each quarantine is logged once, when first seen
         kernel_anew = any(t.kind is not Kind.EVENT for t in batch)  # not only our own doing
         if self._enforce(compiled.ruleset, why, kernel_anew):
             self._record(compiled.ruleset, host)

@@ -6,7 +6,8 @@ line by line, so an unchanged policy writes nothing.
 Layout (every chain is dockwall's own, named DOCKWALL*):
 
     DOCKER-USER (or FORWARD) -j DOCKWALL
-    DOCKWALL          replies and traffic from bridges RETURN; traffic to a bridge
+    DOCKWALL          replies and traffic from bridges RETURN; traffic to a quarantined
+                      address or bridge -g DOCKWALL-DEFAULT; traffic to a bridge
                       -g DOCKWALL-IN; anything else falls off the end (not governed)
     DOCKWALL-IN       allows for every container ("to: *") RETURN; then one line per class
                       (the containers named by the same allows): destination in the class's
@@ -127,8 +128,18 @@ def _entry(ruleset: Ruleset) -> Iterator[str]:
     yield "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"
     for bridge in bridges:
         yield f"-i {bridge} -j RETURN"
+    yield from _quarantine(ruleset)
     for bridge in bridges:
         yield f"-o {bridge} -g {GOVERNED}"
+
+
+def _quarantine(ruleset: Ruleset) -> Iterator[str]:
+    """Quarantined addresses and bridges get the default before any allow, whatever interface
+    the traffic leaves on (an unsafe bridge name is never written: its subnets are)."""
+    for net in ruleset.quarantine:
+        yield f"-d {_net(net)} -g {DEFAULT}"
+    for bridge in ruleset.quarantine_bridges:
+        yield f"-o {checked_ifname(bridge)} -g {DEFAULT}"
 
 
 def _matches(

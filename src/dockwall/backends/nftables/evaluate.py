@@ -28,6 +28,9 @@ def evaluate(ruleset: Ruleset, rendered: Table, packet: Packet) -> Decision:
         return _proxy(ruleset, rendered, packet)
     if _is_bridge(ruleset, packet.in_interface):  # accepted: handed to Docker, as iptables does
         return Decision(Outcome.ALLOWED, BASE, _base_line(rendered, "iifname"), None)
+    outcome = Outcome.DROPPED if ruleset.default is Verdict.DROP else Outcome.REJECTED
+    if ruleset.quarantines(packet.destination, packet.out_interface):
+        return Decision(outcome, BASE, _quarantine_line(rendered, packet), None)
     if not _is_bridge(ruleset, packet.out_interface):
         return Decision(Outcome.NOT_GOVERNED, BASE, "", None)
     family = Family.of(packet.source)
@@ -35,7 +38,6 @@ def evaluate(ruleset: Ruleset, rendered: Table, packet: Packet) -> Decision:
     allow = next((a for a in in_order(narrowed.allows) if _matches(a, packet)), None)
     if allow is not None:
         return Decision(Outcome.ALLOWED, GOVERNED, _allow_line(rendered, allow, packet), allow.rule)
-    outcome = Outcome.DROPPED if ruleset.default is Verdict.DROP else Outcome.REJECTED
     logger = next(
         (a.rule for a in narrowed.allows if a.log and _to(a, packet) and a.destinations),
         None,
@@ -85,6 +87,14 @@ def _base_line(rendered: Table, starting: str, chain_name: str = BASE) -> str:
     chain = rendered.chain(chain_name)
     rules = chain.rules if chain is not None else ()
     return next((r.text for r in rules if r.text.startswith(starting)), "")
+
+
+def _quarantine_line(rendered: Table, packet: Packet) -> str:
+    starting = (
+        "ip daddr @quarantine4" if packet.destination.version == 4 else "ip6 daddr @quarantine6"
+    )
+    by_address = _base_line(rendered, starting)
+    return by_address or _base_line(rendered, "oifname")
 
 
 def _is_bridge(ruleset: Ruleset, name: str) -> bool:

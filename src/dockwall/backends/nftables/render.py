@@ -1,7 +1,8 @@
 """Render a Ruleset (both families) to dockwall's nftables table. Pure.
 
     chain forward       hook forward, priority -10 (before Docker's filter FORWARD), policy accept
-                        replies and traffic from bridges: accept; to a bridge: goto governed
+                        replies and traffic from bridges: accept; to a quarantined address
+                        (sets quarantine4/6) or bridge: the default; to a bridge: goto governed
     chain governed      one rule per allow (and family, and protocol): counter accept;
                         allows for every container first (see in_order)
                         destinations of a rule that logs: goto log-<rule>
@@ -77,7 +78,7 @@ def render(ruleset: Ruleset) -> Table:
     default.append(Rule(("counter", _verdict(ruleset.default))))
     proxy = [rule for allow in in_order(ruleset.allows) for rule in proxy_rules(allow, sets)]
     chains = [
-        Chain(BASE, tuple(_entry(ruleset)), BASE_SPEC),
+        Chain(BASE, tuple(_entry(ruleset, sets)), BASE_SPEC),
         Chain(GOVERNED, (*governed, *log_rules, *default)),
         *log_chains,
         Chain(INPUT, tuple(_input_entry(ruleset, sets)), INPUT_SPEC),
@@ -150,12 +151,31 @@ def _bridge_names(ruleset: Ruleset) -> list[str]:
     return sorted({*names, *(p + "*" for p in prefixes)})
 
 
-def _entry(ruleset: Ruleset) -> list[Rule]:
+def _entry(ruleset: Ruleset, sets: dict[str, NftSet]) -> list[Rule]:
     bridges = _bridge_names(ruleset)
     rules = [Rule(("ct state established,related", "accept"))]
     if bridges:
         rules.append(Rule((f"iifname {_names(bridges)}", "accept")))
+    rules += _quarantine(ruleset, sets)
+    if bridges:
         rules.append(Rule((f"oifname {_names(bridges)}", f"goto {GOVERNED}")))
+    return rules
+
+
+def _quarantine(ruleset: Ruleset, sets: dict[str, NftSet]) -> list[Rule]:
+    """Quarantined addresses (sets quarantine4/6) and bridges get the default before any
+    allow, whatever interface the traffic leaves on; an unsafe bridge name is never written."""
+    rules = []
+    for family in FAMILIES:
+        nets = _addresses(n for n in ruleset.quarantine if Family.of(n) is family)
+        if nets:
+            found = _add(sets, f"quarantine{_DIGIT[family]}", _ADDR[family], nets)
+            rules.append(
+                Rule((f"{_IP[family]} daddr @{found}", "counter", _verdict(ruleset.default)))
+            )
+    if ruleset.quarantine_bridges:
+        names = _names([checked_ifname(b) for b in ruleset.quarantine_bridges])
+        rules.append(Rule((f"oifname {names}", "counter", _verdict(ruleset.default))))
     return rules
 
 
