@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 
 from dockwall.hoststate import Container, HostState, Quarantined
@@ -52,6 +52,15 @@ def compile_policy(policy: Policy, host: HostState) -> Compiled:
         listening(host.containers),
     )
     return Compiled(ruleset, tuple(warnings))
+
+
+def closed(policy: Policy, listeners: tuple[Listener, ...]) -> Ruleset:
+    """The policy for a host whose containers can't be known (Docker away or not seen yet):
+    no container is selected, so only rules for every container let anyone in, and the host
+    ports last known to be published stay governed on the proxy path (a Docker starting
+    again starts docker-proxy for its containers before it answers)."""
+    empty = HostState((), (), frozenset())
+    return replace(compile_policy(policy, empty).ruleset, listeners=listeners)
 
 
 def quarantined_addresses(host: HostState) -> tuple[IPNetwork, ...]:

@@ -36,7 +36,7 @@ def exposure(ruleset: Ruleset, host: HostState) -> tuple[ContainerExposure, ...]
     bridged = frozenset(n.name for n in host.bridge_networks)
     odd = {q.key for q in host.quarantined if q.kind == "network"}
     result = []
-    for container in sorted(host.containers, key=lambda c: c.name):
+    for container in sorted((c for c in host.containers if c.running), key=lambda c: c.name):
         addresses = container.addresses(bridged)
         quarantined = any(ep.network in odd for ep in container.endpoints)
         allows = () if quarantined and not addresses else ruleset.allows  # only there: dropped

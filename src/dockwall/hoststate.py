@@ -55,6 +55,9 @@ class Container:
     labels: Mapping[str, str] = field(default_factory=dict)
     endpoints: tuple[Endpoint, ...] = ()
     ports: tuple[PublishedPort, ...] = ()
+    # False: created, not started yet (no address yet, but its port bindings are known, so
+    # its host ports are governed on the proxy path before docker-proxy listens on them)
+    running: bool = True
 
     def addresses(self, bridged: frozenset[str]) -> tuple[IPAddress, ...]:
         """The container's addresses on the given (bridge) networks."""

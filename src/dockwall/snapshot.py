@@ -55,10 +55,12 @@ def take(client: docker.DockerClient, version: str | None = None) -> HostState:
             version = engine_version(client)
         raw_networks = _listed(client.api.networks())
         raw_containers = _listed(client.api.containers())
+        starting = _starting(client)
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise DockerError(f"cannot read Docker: {exc}") from None
     networks, odd_networks = _each(raw_networks, _network, _odd_network)
     containers, odd_containers = _each(raw_containers, _container, _odd_container)
+    containers += starting
     quarantined = (*odd_networks, *odd_containers)
     return HostState(containers, networks, host_interfaces(), version, quarantined)
 
@@ -171,6 +173,57 @@ def _container(raw: Mapping[str, Any]) -> Container:
     return Container(cid, name, labels, endpoints, ports)
 
 
+def _starting(client: docker.DockerClient) -> tuple[Container, ...]:
+    """Containers created and not started yet, with the host ports they will be published
+    on (from their configuration): governed on docker-proxy's path before it listens. One
+    that can't be read (gone meanwhile, an odd value) is left out: it has no address yet."""
+    found = []
+    for raw in _listed(client.api.containers(all=True, filters={"status": "created"})):
+        try:
+            cid = _text(raw["Id"]) if isinstance(raw, Mapping) else _text(raw)
+            found.append(_created(client.api.inspect_container(cid)))
+        except docker.errors.NotFound:
+            continue
+        except (UnsafeValueError, KeyError, ValueError, TypeError, AttributeError) as exc:
+            log.debug("created container left out: %s", _reason(exc))
+    return tuple(found)
+
+
+def _created(detail: Mapping[str, Any]) -> Container:
+    cid = _text(detail["Id"])
+    name = _text(detail["Name"]).lstrip("/")
+    config = detail.get("Config") or {}
+    labels = {_text(k): _text(v) for k, v in (config.get("Labels") or {}).items()}
+    bindings = (detail.get("HostConfig") or {}).get("PortBindings") or {}
+    ports = [p for key, binds in bindings.items() for p in _bound(_text(key), binds or [])]
+    return Container(cid, name, labels, (), _merged(ports), running=False)
+
+
+def _bound(key: str, binds: list[Mapping[str, Any]]) -> list[PublishedPort]:
+    """A configured binding ("80/tcp": [{"HostIp": "", "HostPort": "9090"}]); a host port
+    Docker picks at start (empty) is not known yet."""
+    port_text, _, proto = key.partition("/")
+    if (proto or "tcp") not in {p.value for p in Proto}:
+        return []
+    found = []
+    for bind in binds:
+        host_port, host_ip = bind.get("HostPort"), bind.get("HostIp") or None
+        if not host_port:
+            continue
+        unspecified = _unspecified(host_ip)
+        families = frozenset(Family) if unspecified is None else frozenset({unspecified})
+        found.append(
+            PublishedPort(
+                _address(host_ip),
+                _number(_digits(host_port)),
+                _number(_digits(port_text)),
+                Proto(proto or "tcp"),
+                families,
+            )
+        )
+    return found
+
+
 def _endpoints(raw: Mapping[str, Any]) -> Mapping[str, Any]:
     settings = raw.get("NetworkSettings") or {}
     return settings.get("Networks") or {}
@@ -251,6 +304,14 @@ def _text(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected a string, got a {type(value).__name__}")
     return value
+
+
+def _digits(value: object) -> int:
+    """A port as inspect writes it, in text ("9090")."""
+    text = _text(value)
+    if not text.isdigit() or not text.isascii():
+        raise ValueError(f"expected a port number, got {_label(text)}")
+    return int(text)
 
 
 def _number(value: object) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -23,6 +24,7 @@ import pytest
 from dockwall_sandbox import Sandbox, SeededSandbox
 from dockwall_sandbox import topology as topo
 from dockwall_sandbox.dockwall_cli import RunningDaemon, dockwall
+from dockwall_sandbox.image import IMAGE
 from dockwall_sandbox.matrix import Case, cases, outside_sources, probe
 from tests.integration.conftest import ENGINE_NAMES, _require
 from tests.integration.firewall import mismatches
@@ -203,6 +205,43 @@ def eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_a_created_container_is_closed_on_the_proxy_path_before_it_starts(
+    host: tuple[SeededSandbox, Path, str], baseline: dict[Case, bool], tmp_path: Path
+) -> None:
+    """`docker create` names the host port before docker-proxy listens on it: `dockwall run`
+    governs the port from the create event, so a stranger dialing it over IPv6 while the
+    container starts never gets in (probed throughout the start), and admins do."""
+    seeded, policy, backend = host
+    sandbox = seeded.sandbox
+    daemon = RunningDaemon(sandbox, policy, tmp_path / "run.log", "--backend", backend)
+    stranger = (topo.WAN_STRANGER_6, topo.WAN_LINK.host6, 9094)
+    admin = (topo.WAN_ADMIN1_6, topo.WAN_LINK.host6, 9094)
+    try:
+        assert daemon.wait_for("msg=running"), daemon.log()
+        sandbox.docker("create", "--name", "late", "-p", "9094:80", IMAGE, "/bin/serve", "80")
+        assert eventually(lambda: "9094" in _installed(sandbox)), daemon.log()
+        leaked: list[bool] = []
+        prober = threading.Thread(
+            target=lambda: leaked.extend(
+                ok for _ in range(15) for ok in sandbox.probe_auto([stranger], timeout=0.3)
+            )
+        )
+        prober.start()
+        sandbox.docker("start", "late")
+        assert eventually(lambda: sandbox.probe_auto([admin], timeout=0.5)[0]), daemon.log()
+        prober.join(60)
+        assert leaked and not any(leaked), (leaked, daemon.log())
+        assert not sandbox.probe_auto([stranger], timeout=0.5)[0]
+    finally:
+        daemon.stop()
+        sandbox.docker("rm", "-f", "late", check=False)
+
+
+def _installed(sandbox: Sandbox) -> str:
+    nft = sandbox.run_in_host(["nft", "list", "ruleset"], check=False).stdout
+    return sandbox.firewall_dump() + nft
 
 
 FLUSHES = {

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from dockwall import explain
-from dockwall.compiler import compile_policy, selects
+from dockwall.compiler import closed, compile_policy, selects
 from dockwall.hoststate import Container, Endpoint
 from dockwall.policy import Selector, parse_policy
+from dockwall.ruleset import Listener
 from dockwall.values import Family, Proto
 from tests.hostfile import load_host
 
@@ -95,3 +96,14 @@ def test_check_says_container_traffic_and_host_traffic_are_not_governed() -> Non
     assert [(t.container.name, t.bridge, t.published) for t in direct] == [
         ("db", "br-5e3f0c1a2b4d", False)
     ]
+
+
+def test_closed_keeps_the_known_host_ports_governed_and_selects_no_container() -> None:
+    """Docker away: only rules for every container let anyone in; the host ports last known
+    to be published stay governed on the proxy path."""
+    policy = parse_policy((SCENARIOS / "seed" / "policy.yaml").read_bytes(), "policy.yaml")
+    known = (Listener(Proto.TCP, 5432, ipaddress.ip_network("::/0")),)
+    ruleset = closed(policy, known)
+    assert ruleset.listeners == known
+    assert all(a.destinations in (None, ()) for a in ruleset.allows)
+    assert all(not a.listeners for a in ruleset.allows)

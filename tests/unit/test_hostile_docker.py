@@ -119,8 +119,9 @@ class _Api:
     def networks(self) -> list[Any]:
         return self.answers[0]
 
-    def containers(self) -> list[Any]:
-        return self.answers[1]
+    def containers(self, all: bool = False, filters: object = None) -> list[Any]:
+        """The running containers; none created but not started (all=True, status=created)."""
+        return [] if all else self.answers[1]
 
 
 class _Client:

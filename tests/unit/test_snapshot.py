@@ -87,8 +87,9 @@ class FakeApi:
     def networks(self) -> object:
         return self._networks
 
-    def containers(self) -> object:
-        return self._containers
+    def containers(self, all: bool = False, filters: object = None) -> object:
+        """The running containers; none created but not started (all=True, status=created)."""
+        return [] if all else self._containers
 
 
 class FakeClient:
@@ -162,3 +163,36 @@ def test_ipv6_zone_never_passes() -> None:
 def test_an_answer_that_is_not_a_list_is_docker_unreadable() -> None:
     with pytest.raises(DockerError, match="not a list"):
         take({"message": "page not found"})
+
+
+def test_a_created_container_brings_its_configured_host_ports() -> None:
+    """Before `start`, inspect knows the bindings (not the listing): host ports given are
+    governed on the proxy path already; one Docker picks at start is not known yet."""
+    detail = {
+        "Id": "c" * 64,
+        "Name": "/late",
+        "Config": {"Labels": {"public": "yes"}},
+        "HostConfig": {
+            "PortBindings": {
+                "80/tcp": [{"HostIp": "", "HostPort": "9090"}],
+                "81/tcp": [{"HostIp": "198.51.100.1", "HostPort": "9091"}],
+                "82/tcp": [{"HostIp": "", "HostPort": ""}],
+                "83/sctp": [{"HostIp": "", "HostPort": "9093"}],
+            }
+        },
+    }
+    c = snapshot._created(detail)
+    assert (c.name, c.running, c.endpoints, dict(c.labels)) == (
+        "late",
+        False,
+        (),
+        {"public": "yes"},
+    )
+    assert [(p.host_port, p.container_port, p.bound()) for p in c.ports] == [
+        (9090, 80, (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))),
+        (9091, 81, (ipaddress.ip_network("198.51.100.1/32"),)),
+    ]
+    with pytest.raises(ValueError):
+        snapshot._created(
+            {**detail, "HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "x"}]}}}
+        )

@@ -20,7 +20,7 @@ import docker
 
 from dockwall import policydiff, record, snapshot
 from dockwall.backends.base import Backend, Change
-from dockwall.compiler import compile_policy, quarantine_warning
+from dockwall.compiler import closed, compile_policy, quarantine_warning
 from dockwall.daemon import describe, sdnotify
 from dockwall.daemon.events import EventFollower
 from dockwall.daemon.firewalld import FirewalldListener
@@ -33,7 +33,6 @@ from dockwall.policy import Policy, load_policy
 from dockwall.ruleset import Ruleset
 
 log = logging.getLogger("dockwall.run")
-EMPTY_HOST = HostState((), (), frozenset())
 DRIFT = "drift: the installed rules were changed by someone"
 FIRST_EVENT_WAIT = 5.0  # seconds to wait at start for the event stream to connect
 CHECK_BUDGET = 0.05  # the drift check may use at most this share of one core
@@ -231,7 +230,8 @@ class Daemon:
                 "Docker went away: closed to containers until it is back",
                 extra={FIELDS: {"error": exc}},
             )
-            self._enforce(compile_policy(self.policy, EMPTY_HOST).ruleset, ["Docker went away"])
+            known = self.applied.listeners if self.applied is not None else ()
+            self._enforce(closed(self.policy, known), ["Docker went away"])
             self.host = None
         elif self.applied is None and not self._installed():
             log.warning(
@@ -239,7 +239,10 @@ class Daemon:
                 "empty host (closed)",
                 extra={FIELDS: {"error": exc}},
             )
-            self._enforce(compile_policy(self.policy, EMPTY_HOST).ruleset, ["no Docker yet"])
+            last = record.load()
+            self._enforce(
+                closed(self.policy, last.ruleset.listeners if last else ()), ["no Docker yet"]
+            )
         else:
             log.debug("Docker unreadable; the installed rules stay", extra={FIELDS: {"error": exc}})
 

@@ -58,6 +58,7 @@ def event_trigger(event: dict[str, object]) -> Trigger | None:
 
 
 RELEVANT = {
+    ("container", "create"),  # its host ports are known before docker-proxy listens
     ("container", "start"),
     ("container", "die"),
     ("container", "destroy"),
