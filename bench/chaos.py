@@ -17,6 +17,7 @@ shuffled order:
 - dockerd restarts, alternating crash (SIGKILL) and clean (SIGTERM);
 - flushes of DOCKWALL-IN and DOCKER-USER, both families (ip6tables on 20.10 has no
   DOCKER-USER: the jump to DOCKWALL is deleted from FORWARD instead);
+- `iptables -F INPUT` in both families (the jump to the proxy path goes);
 - kill -9 of dockwall, and a restart of it.
 
 Two probers run all the time in the outside namespaces (dockwall_sandbox.streamprobe):
@@ -112,6 +113,7 @@ KINDS = {
     "reuse": "address reuse",
     "dockerd": "dockerd restart",
     "flush": "flush",
+    "inputflush": "flush of INPUT",
     "kill": "dockwall kill",
 }
 
@@ -216,6 +218,7 @@ class Options:
     docker_restarts: int
     flushes: int
     kills: int
+    input_flushes: int
     reuse_every: int
     gap: float
     hold: float
@@ -385,6 +388,7 @@ class Chaos:
             f"dockerd-{'crash' if i % 2 == 0 else 'clean'}" for i in range(opts.docker_restarts)
         ]
         kinds += ["flush"] * opts.flushes + ["kill"] * opts.kills
+        kinds += ["inputflush"] * opts.input_flushes
         random.Random(opts.seed).shuffle(kinds)
         return kinds
 
@@ -419,6 +423,8 @@ class Chaos:
             self.restart_dockerd(event, crash=kind.endswith("crash"))
         elif kind == "flush":
             self.flush(event)
+        elif kind == "inputflush":
+            self.flush_input(event)
         else:
             self.kill_dockwall(event)
 
@@ -486,13 +492,31 @@ class Chaos:
         event.t1 = time.time()
         event.extra["repaired_after_s"] = round(event.t1 - flushed_at, 3)
 
+    def flush_input(self, event: Event) -> None:
+        """`iptables -F INPUT` in both families (what a firewall script's reset does): the
+        jump to dockwall's proxy path is gone until dockwall puts it back."""
+        for tool in ("iptables", "ip6tables"):
+            self.box.run_in_host([tool, "-w", "-F", "INPUT"], check=False)
+        event.detail = "iptables -F INPUT, ip6tables -F INPUT"
+        flushed_at = time.time()
+        while not self._repaired():
+            if time.time() - flushed_at > REPAIR_WAIT:
+                event.extra["repaired_after_s"] = None
+                return
+            time.sleep(0.02)
+        event.t1 = time.time()
+        event.extra["repaired_after_s"] = round(event.t1 - flushed_at, 3)
+
     def _repaired(self) -> bool:
-        """dockwall's rules are back: DOCKWALL-IN has rules and a hook jumps to DOCKWALL."""
+        """dockwall's rules are back: DOCKWALL-IN has rules, a hook jumps to DOCKWALL, and
+        INPUT jumps to DOCKWALL-INPUT (the proxy path)."""
         for tool in ("iptables", "ip6tables"):
             rules = self.box.run_in_host([tool, "-w", "-S"], check=False).stdout
             if "-A DOCKWALL-IN " not in rules:
                 return False
             if not re.search(r"^-A (DOCKER-USER|FORWARD) -j DOCKWALL$", rules, re.MULTILINE):
+                return False
+            if not re.search(r"^-A INPUT -j DOCKWALL-INPUT$", rules, re.MULTILINE):
                 return False
         return True
 
@@ -777,7 +801,9 @@ def analyse(chaos: Chaos, engine_version: str) -> dict[str, Any]:
         "reuse_windows": reuse_windows(chaos.events, leaks, records),
         "dockwall_unexpected_exits": chaos.unexpected_exits,
         "flush_repairs_s": [
-            e.extra.get("repaired_after_s") for e in chaos.events if e.kind == "flush"
+            e.extra.get("repaired_after_s")
+            for e in chaos.events
+            if e.kind in ("flush", "inputflush")
         ],
     }
 
@@ -910,6 +936,7 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--docker-restarts", type=int, default=5, help="alternating crash/clean")
     parser.add_argument("--flushes", type=int, default=20)
     parser.add_argument("--kills", type=int, default=3, help="kill -9 of dockwall, and restart")
+    parser.add_argument("--input-flushes", type=int, default=10, help="iptables -F INPUT")
     parser.add_argument("--reuse-every", type=int, default=4, help="one restart in N is a reuse")
     parser.add_argument("--gap", type=float, default=0.6, help="seconds after each event")
     parser.add_argument("--hold", type=float, default=1.0, help="seconds a reusing container lives")
@@ -928,6 +955,7 @@ def parse_args(argv: list[str] | None) -> Options:
         docker_restarts=args.docker_restarts,
         flushes=args.flushes,
         kills=args.kills,
+        input_flushes=args.input_flushes,
         reuse_every=args.reuse_every,
         gap=args.gap,
         hold=args.hold,

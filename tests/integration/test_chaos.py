@@ -28,11 +28,13 @@ pytestmark = pytest.mark.integration
 
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "chaos.py"
 SHORT = ["--restarts", "20", "--docker-restarts", "1", "--flushes", "3", "--kills", "1"]
+SHORT += ["--input-flushes", "2"]
 FLUSH_REPAIR_BOUND = 0.25  # seconds: dockwall follows nftables' change stream and repairs
 
 
 def unexplained(leak: dict[str, Any], chaos: ModuleType) -> bool:
-    in_repair_window = leak["event"] == "flush" and leak["after_event_s"] <= FLUSH_REPAIR_BOUND
+    flushed = leak["event"] in ("flush", "inputflush")
+    in_repair_window = flushed and leak["after_event_s"] <= FLUSH_REPAIR_BOUND
     owner_dying = leak["answered_by"] == "(no HTTP reply)" and chaos.allowed(
         leak["side"], leak["port"], leak["last_known_owner"]
     )
@@ -64,7 +66,7 @@ def test_short_chaos_leaks_nothing_beyond_a_flush_repair(
     assert report["attempts"]["deny"] > 0 and report["attempts"]["allow"] > 0, text
     assert [leak for leak in report["leaks"] if unexplained(leak, chaos)] == [], text
     assert all(r is not None and r <= FLUSH_REPAIR_BOUND for r in report["flush_repairs_s"]), text
-    for kind in ("restart", "reuse", "dockerd", "flush", "kill"):
+    for kind in ("restart", "reuse", "dockerd", "flush", "inputflush", "kill"):
         after = report["allowed_after_event"][kind]
         assert after["events"] > 0, (kind, text)
         assert after["with_success"] == after["events"], (kind, text)
