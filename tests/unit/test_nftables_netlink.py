@@ -174,3 +174,25 @@ def test_the_kernels_message_is_kept() -> None:
         + tlv
     )
     assert netlink.parse_answers(answer) == [(2, -errno.ENOENT, "Set not found")]
+
+
+# What `nft --debug=netlink add element inet t s { ... }` printed (nft 1.0.6, x86_64) for a set
+# of type `ipv4_addr . inet_proto . inet_service`, flags interval (the proxy path's host
+# ports): each word is 4 bytes as a little-endian number, the key, then the key end.
+CAPTURED_LISTENERS = {
+    "0.0.0.0/0 . tcp . 8081": "00000000 00000006 0000911f  - ffffffff 00000006 0000911f",
+    "198.51.100.1 . udp . 53": "016433c6 00000011 00003500  - 016433c6 00000011 00003500",
+}
+
+
+def _words(text: str) -> bytes:
+    return b"".join(int(word, 16).to_bytes(4, "little") for word in text.split())
+
+
+@pytest.mark.parametrize("element", list(CAPTURED_LISTENERS))
+def test_a_host_port_element_is_what_nft_sends(element: str) -> None:
+    first, last = CAPTURED_LISTENERS[element].split(" - ")
+    kind = "ipv4_addr . inet_proto . inet_service"
+    assert netlink._element(kind, element, adding=True) == [
+        elem(key(_words(first)), key(_words(last), 10))
+    ]

@@ -9,7 +9,8 @@ writes only what changed, and starts no process.
 
 Elements are the canonical text render.py writes ("192.0.2.7", "198.51.100.0/24", "80",
 "8000-8100", "192.0.2.7 . 80"), each parsed and range-checked again here; a set type other
-than ipv4_addr, ipv6_addr, inet_service and their concatenations raises Unsupported, before
+than ipv4_addr, ipv6_addr, inet_proto, inet_service and their concatenations (the host
+ports of the proxy path are `address . protocol . port`) raises Unsupported, before
 anything is sent. How nft 1.0.6 encodes them (seen with `nft --debug=netlink`):
 
 - an interval set of one field (the kernel's rbtree): each range is two elements, its first
@@ -57,7 +58,8 @@ NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_FLAGS, NFTA_SET_ELEM_KEY_END = 1, 3, 10
 NFTA_DATA_VALUE = 1
 NFT_SET_ELEM_INTERVAL_END = 1
 
-WIDTH = {"ipv4_addr": 4, "ipv6_addr": 16, "inet_service": 2}  # bytes of one field
+WIDTH = {"ipv4_addr": 4, "ipv6_addr": 16, "inet_proto": 1, "inet_service": 2}  # bytes a field
+PROTOCOLS = {"tcp": 6, "udp": 17}  # inet_proto values render.py writes
 CHUNK = 40_000  # bytes of elements per message: a netlink attribute holds at most 64 KiB
 
 
@@ -223,6 +225,10 @@ def _element(type_: str, text: str, adding: bool) -> list[bytes]:
 
 
 def _bounds(kind: str, text: str) -> tuple[int, int]:
+    if kind == "inet_proto":
+        if text not in PROTOCOLS:
+            raise Unsupported(f"not a protocol: {text!r}")
+        return PROTOCOLS[text], PROTOCOLS[text]
     if kind == "inet_service":
         first, _, last = text.partition("-")
         if not first.isdigit() or not (last or first).isdigit():
