@@ -10,7 +10,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockwall import explain, policydiff, record, routes, snapshot
+from dockwall import dockernat, explain, policydiff, record, routes, snapshot
 from dockwall.backends.base import Backend, Change
 from dockwall.backends.iptables.backend import IptablesBackend
 from dockwall.backends.nftables import NftablesBackend, docker_uses_nftables
@@ -134,7 +134,10 @@ def check(ctx: Context, kernel: Backend, request: CheckRequest) -> CheckResult:
     family = Family.of(request.source)
     try:
         explain.check_source(ctx.host, request.source)
-        found = explain.targets(ctx.host, request.dest, family, request.port, request.proto)
+        nat = dockernat.present(family)
+        found = explain.targets(
+            ctx.host, request.dest, family, request.port, request.proto, nat=nat
+        )
     except explain.NotGoverned as exc:
         return CheckResult([], True, request.via or "", str(exc))
     via = request.via or routes.interface_towards(request.source)

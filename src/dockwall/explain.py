@@ -47,21 +47,23 @@ class Verdict:
 
 
 def targets(
-    host: HostState, dest: str, family: Family, port: int | None, proto: Proto
+    host: HostState, dest: str, family: Family, port: int | None, proto: Proto, *, nat: bool = True
 ) -> list[Target]:
-    """The ways DEST (a container name or address, or a host address) can be reached."""
+    """The ways DEST (a container name or address, or a host address) can be reached. nat:
+    Docker's NAT for published ports is in the kernel for this family (else docker-proxy
+    takes every published port, through INPUT)."""
     address = _address(dest)
     if address is None:
-        found = [c for c in host.containers if c.name == dest]
+        found = [c for c in host.containers if c.name == dest and c.running]
         if not found:
             raise DockwallError(f"no running container named {dest!r}")
         return sorted(
-            (t for c in found for t in _by_name(host, c, family, port, proto)), key=_order
+            (t for c in found for t in _by_name(host, c, family, port, proto, nat=nat)), key=_order
         )
     owner = _owner(host, address)
     if owner is not None:
         return _direct(host, owner, address, port, proto)
-    return sorted(_published_at(host, address, family, port, proto), key=_order)
+    return sorted(_published_at(host, address, family, port, proto, nat=nat), key=_order)
 
 
 def _order(target: Target) -> tuple[str, int]:
@@ -126,12 +128,18 @@ def _owner(host: HostState, address: IPAddress) -> Container | None:
 
 
 def _by_name(
-    host: HostState, container: Container, family: Family, port: int | None, proto: Proto
+    host: HostState,
+    container: Container,
+    family: Family,
+    port: int | None,
+    proto: Proto,
+    *,
+    nat: bool = True,
 ) -> list[Target]:
     published = [p for p in container.ports if p.proto is proto and port in (None, p.host_port)]
     endpoints = _endpoints(host, container, family)[:1]
     if published or port is None:
-        if not endpoints:  # no address in this family: docker-proxy serves its bindings
+        if not (endpoints and nat):  # no address in this family, or no NAT: docker-proxy
             return [_proxied(container, p, bound.network_address) for p, bound in
                     _bindings(published, family)]  # fmt: skip
         return [
@@ -171,13 +179,19 @@ def _direct(
 
 
 def _published_at(
-    host: HostState, address: IPAddress, family: Family, port: int | None, proto: Proto
+    host: HostState,
+    address: IPAddress,
+    family: Family,
+    port: int | None,
+    proto: Proto,
+    *,
+    nat: bool = True,
 ) -> list[Target]:
     found = []
     for container in host.containers:
         for p in _unique(container.ports):
             if p.proto is proto and port in (None, p.host_port) and p.serves(address):
-                endpoints = _endpoints(host, container, family)[:1]
+                endpoints = _endpoints(host, container, family)[:1] if nat else []
                 found += [
                     Target(container, a, b, proto, p.host_port, p.container_port, True)
                     for a, b in endpoints

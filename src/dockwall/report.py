@@ -219,7 +219,8 @@ def check_text(result: CheckResult, source: str, dest: str) -> str:
         address = f"[{t.address}]" if t.address.version == 6 else str(t.address)
         at = f"{address}:{t.container_port} ({how})"
         if t.route is Route.PROXY:
-            at = f"via docker-proxy at {address}:{t.dialed_port} (no NAT in IPv{t.address.version})"
+            why = f"no Docker NAT for it in IPv{t.address.version}"
+            at = f"via docker-proxy at {address}:{t.dialed_port} ({why})"
         name = printable(t.container.name)
         out.append(f"  {t.dialed_port}/{t.proto} -> {name} {at}: {_decision_text(v)}")
     return "\n".join(out)

@@ -105,6 +105,17 @@ def test_check_agrees_with_real_connections_on_the_proxy_path(
     seeded, policy, backend = host
     apply(seeded, policy, backend)
     observed = probe(seeded.sandbox, [c for c in baseline if c.path == "published"])
+    wrong, paths = check_disagreements(seeded, policy, backend, observed)
+    assert not wrong, "\n".join(wrong)
+    assert paths[6] == {"docker-proxy"}, "IPv6 to IPv4-only containers goes through docker-proxy"
+    assert paths[4] == {"forward"}, "IPv4 is DNATed by Docker"
+
+
+def check_disagreements(
+    seeded: SeededSandbox, policy: Path, backend: str, observed: dict[Case, bool]
+) -> tuple[list[str], dict[int, set[str]]]:
+    """`dockwall check SOURCE HOST-ADDRESS --json` for every outside source, against the
+    observed connections; also the paths check said, by family."""
     said: dict[tuple[str, int], tuple[bool, str]] = {}
     for source in outside_sources():
         link = topo.WAN_LINK if source in topo.WAN_LINK.addresses() else topo.LAN_LINK
@@ -123,9 +134,10 @@ def test_check_agrees_with_real_connections_on_the_proxy_path(
         for case, ok in observed.items()
         if said.get((str(case.source), case.port), (None, ""))[0] != ok
     ]
-    assert not wrong, "\n".join(wrong)
-    paths = {path for (source, _), (_, path) in said.items() if ip_address(source).version == 6}
-    assert paths == {"docker-proxy"}, "IPv6 to IPv4-only containers goes through docker-proxy"
+    paths: dict[int, set[str]] = {4: set(), 6: set()}
+    for (source, _), (_, path) in said.items():
+        paths[ip_address(source).version].add(path)
+    return wrong, paths
 
 
 def test_status_says_which_path_each_family_takes(
@@ -290,5 +302,11 @@ def test_flushes_fail_closed_under_dockwall_run(
         )
         service = sandbox.probe_auto(host_service_cases())
         assert all(service), f"the host service was touched: {service}"
+        if nat_gone:  # check says docker-proxy takes every published port, and agrees
+            published = [c for c in everything if c.path == "published"]
+            observed = probe(sandbox, published)
+            wrong, paths = check_disagreements(seeded, policy, backend, observed)
+            assert not wrong, "\n".join(wrong)
+            assert paths == {4: {"docker-proxy"}, 6: {"docker-proxy"}}, paths
     finally:
         daemon.stop()

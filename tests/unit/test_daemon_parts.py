@@ -10,10 +10,10 @@ from dockwall import policydiff
 from dockwall.daemon import describe
 from dockwall.daemon.kernelwatch import Transactions
 from dockwall.daemon.triggers import Kind, Trigger, event_trigger, wait
-from dockwall.hoststate import Container, Endpoint, HostState
+from dockwall.hoststate import Container, Endpoint, HostState, PublishedPort
 from dockwall.logfmt import FIELDS, LogfmtFormatter
 from dockwall.ruleset import Allow, Ruleset
-from dockwall.values import Verdict
+from dockwall.values import Proto, Verdict
 
 
 def test_relevant_events_become_triggers_with_docker_time() -> None:
@@ -64,6 +64,18 @@ def test_host_changes_say_what_happened() -> None:
     ]
     assert describe.host_changes(before, host()) == ["container web stopped: 192.0.2.2"]
     assert describe.host_changes(host(), before) == ["container web started: 192.0.2.2"]
+
+
+def test_a_created_container_is_said_created_then_started() -> None:
+    port = PublishedPort(None, 9090, 80, Proto.TCP)
+    created = host(Container("a", "web", {}, (), (port,), running=False))
+    assert describe.host_changes(host(), created) == [
+        "container web created: host ports 9090/tcp governed"
+    ]
+    assert describe.host_changes(created, host(web("a", "192.0.2.5"))) == [
+        "container web started: 192.0.2.5"
+    ]
+    assert describe.host_changes(created, host()) == []  # removed before it started
 
 
 def test_rule_changes_name_the_rule_and_addresses() -> None:
