@@ -86,6 +86,8 @@ class Sandbox:
         try:
             self.dirs.create()
             netns.create(self.spaces)
+            if self.engine.host_sysctls:
+                netns.sysctl(self.spaces.host, *self.engine.host_sysctls)
             self.dockerd_pid = daemon.start(self.engine, self.dirs, self.spaces.host)
             self.docker("import", "-", IMAGE, input=rootfs_tar(), timeout=120)
         except BaseException:
