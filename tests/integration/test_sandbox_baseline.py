@@ -93,7 +93,7 @@ def test_published_ports_match_the_scenario(seeded_sandbox: SeededSandbox) -> No
 def test_ipv6_publishing_is_kernel_dnat(seeded_sandbox: SeededSandbox) -> None:
     """IPv6 clients reach the container with their own address (no userland proxy).
 
-    So a firewall in FORWARD sees IPv6 published traffic, on both engines.
+    So a firewall in FORWARD sees IPv6 published traffic, on every engine.
     """
     sandbox = seeded_sandbox.sandbox
     admin: ContainerInfo = seeded_sandbox.scenario["admin-app"]
