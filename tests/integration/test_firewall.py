@@ -13,15 +13,19 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
+from ipaddress import IPv6Network
 from ipaddress import ip_address as addr
 from pathlib import Path
 
 import pytest
 
-from dockwall_sandbox import Sandbox, Scenario, SeededSandbox
+from dockwall_sandbox import Sandbox, Scenario, SeededSandbox, Side
 from dockwall_sandbox.dockwall_cli import dockwall as run_dockwall
+from dockwall_sandbox.image import IMAGE
 from dockwall_sandbox.matrix import Case, cases, probe
+from dockwall_sandbox.topology import WAN_ADMIN1_6, WAN_STRANGER_6
 from tests.integration.firewall import mismatches
 
 pytestmark = pytest.mark.integration
@@ -342,3 +346,71 @@ def test_without_docker_user_the_jump_sits_in_forward_and_says_so(
     status = dockwall(host.sandbox, "status", policy=tmp_path / "policy.yaml")
     hooked_forward = "dockwall's iptables rules hook FORWARD" in status.stdout
     assert hooked_forward is (host.engine == "29-nftables"), status.stdout
+
+
+ROUTED_V6 = IPv6Network("2001:db8:d0c:2::/64")  # inside the range the outside hosts route
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+def test_on_a_routed_network_our_drop_is_final_and_our_accept_is_not(
+    host: SeededSandbox, tmp_path: Path, backend: str
+) -> None:
+    """An IPv6-only network in gateway mode routed (Docker 28 and later): no NAT and no raw
+    drop, so Docker's own forward rules decide: they accept a published container port
+    routed straight at the container and drop the others (Docker 29's nftables backend:
+    "UNPUBLISHED PORT DROP"). dockwall's accept for an admin does not open the unpublished
+    port; its default drop closes the published port to a stranger whom Docker lets in."""
+    if host.engine == "20.10":
+        pytest.skip("Docker 20.10 has no gateway modes and no IPv6-only networks")
+    box = host.sandbox
+    create_routed_network(box)
+    try:
+        box.docker(
+            "run", "-d", "--name", "routed", "--network", "routednet", "-p", "8085:80",
+            IMAGE, "/bin/serve", "80", "9000",
+        )  # fmt: skip
+        inspected = json.loads(box.docker("inspect", "routed").stdout)[0]
+        address = addr(inspected["NetworkSettings"]["Networks"]["routednet"]["GlobalIPv6Address"])
+        wan = [(WAN_ADMIN1_6, address, 80), (WAN_ADMIN1_6, address, 9000)]
+        wan.append((WAN_STRANGER_6, address, 80))
+        deadline = time.monotonic() + 15
+        while box.probe(Side.WAN, wan) != [True, False, True]:  # Docker alone
+            assert time.monotonic() < deadline, box.probe(Side.WAN, wan)
+            time.sleep(0.2)
+        done = dockwall(box, "apply", "--backend", backend, policy=tmp_path / "policy.yaml")
+        assert done.returncode == 0, done.stderr
+        assert box.probe(Side.WAN, wan) == [True, False, False], dump_all(box)
+    finally:
+        box.docker("rm", "-f", "routed", check=False)
+        box.docker("network", "rm", "routednet", check=False)
+
+
+def create_routed_network(box: Sandbox) -> None:
+    """Through the Engine API: the docker CLI here is 20.10's, which has no --ipv4=false."""
+    spec = {
+        "Name": "routednet",
+        "EnableIPv4": False,
+        "EnableIPv6": True,
+        "IPAM": {"Config": [{"Subnet": str(ROUTED_V6)}]},
+        "Options": {"com.docker.network.bridge.gateway_mode_ipv6": "routed"},
+    }
+    header = "Content-Type: application/json"
+    socket = str(box.dirs.socket)
+    body = json.dumps(spec)
+    box.run_in_host(
+        [
+            "curl",
+            "-sSf",
+            "--unix-socket",
+            socket,
+            "-H",
+            header,
+            "-d",
+            body,
+            "http://d/networks/create",
+        ]
+    )
+
+
+def dump_all(box: Sandbox) -> str:
+    return box.firewall_dump() + box.run_in_host(["nft", "list", "ruleset"]).stdout
