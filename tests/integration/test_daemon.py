@@ -74,7 +74,7 @@ def assert_hooked_first(seeded: SeededSandbox) -> None:
     box = seeded.sandbox
     if uses_nftables(seeded):
         table = box.run_in_host(["nft", "list", "table", "inet", "dockwall"]).stdout
-        assert "type filter hook forward priority -10; policy accept;" in table, table
+        assert "type filter hook forward priority filter - 10; policy accept;" in table, table
         assert "goto governed" in table, table
         return
     for tool in ("iptables", "ip6tables"):
