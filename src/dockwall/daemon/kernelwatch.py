@@ -86,7 +86,7 @@ class KernelWatch(threading.Thread):
     def _watch(self, nft: str) -> None:
         try:
             self._child = subprocess.Popen(
-                [nft, "monitor"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+                [nft, "monitor"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
         except OSError as exc:
             log.warning("cannot watch rule changes", extra={"fields": {"error": exc}})
@@ -101,4 +101,13 @@ class KernelWatch(threading.Thread):
             if foreign is not None:
                 log.debug("rules changed by someone else", extra={"fields": {"what": foreign}})
                 self._triggers.put(Trigger(Kind.KERNEL_CHANGED, foreign, time.time()))
-        self._child.wait()
+        self._ended(self._child)
+
+    def _ended(self, child: subprocess.Popen[str]) -> None:
+        """nft monitor ended by itself: say how, since until it is back only the timed
+        drift check guards."""
+        code = child.wait()
+        error = child.stderr.read().strip()[-300:] if child.stderr else ""
+        if not self._stopping.is_set():
+            fields = {"code": code, "error": error, "again_in_s": RESTART_PAUSE}
+            log.warning("nft monitor ended", extra={"fields": fields})
