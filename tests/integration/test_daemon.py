@@ -63,8 +63,9 @@ def flush_own_chain(seeded: SeededSandbox) -> None:
     """Empty dockwall's main chain by hand, as another tool's reload would."""
     if uses_nftables(seeded):
         seeded.sandbox.run_in_host(["nft", "flush", "chain", "inet", "dockwall", "governed"])
-    else:
-        seeded.sandbox.run_in_host(["iptables", "-F", "DOCKWALL-IN"])
+        return
+    for tool in ("iptables", "ip6tables"):
+        seeded.sandbox.run_in_host([tool, "-F", "DOCKWALL-IN"])
 
 
 def assert_hooked_first(seeded: SeededSandbox) -> None:
