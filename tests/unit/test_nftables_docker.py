@@ -6,6 +6,7 @@ import pytest
 
 from dockwall import report
 from dockwall.backends.nftables import docker_firewall_backend, docker_uses_nftables
+from dockwall.backends.nftables.docker import NOT_REPORTED
 
 
 @pytest.mark.parametrize(
@@ -34,9 +35,9 @@ def test_docker_uses_nftables(info: dict[str, object], expected: bool) -> None:
         ({"FirewallBackend": {"Driver": "nftables", "Info": []}}, "nftables"),
         ({"FirewallBackend": {"Driver": "iptables", "Info": []}}, "iptables"),
         ({"FirewallBackend": {"Driver": "nftables+firewalld"}}, "nftables+firewalld"),
-        ({"ServerVersion": "20.10.24"}, "not reported"),
-        ({"FirewallBackend": {"Driver": ""}}, "not reported"),
-        ({"FirewallBackend": {"Driver": 3}}, "not reported"),
+        ({"ServerVersion": "20.10.24"}, NOT_REPORTED),
+        ({"FirewallBackend": {"Driver": ""}}, NOT_REPORTED),
+        ({"FirewallBackend": {"Driver": 3}}, NOT_REPORTED),
     ],
 )
 def test_docker_firewall_backend(info: dict[str, object], expected: str) -> None:
@@ -49,7 +50,7 @@ def test_docker_firewall_backend(info: dict[str, object], expected: str) -> None
         ("nftables", "iptables", "no DOCKER-USER: dockwall's iptables rules hook FORWARD"),
         ("nftables+firewalld", "nftables", "drops before Docker's filter-FORWARD"),
         ("iptables", "iptables", "hook DOCKER-USER where Docker made it, else FORWARD"),
-        ("not reported", "iptables", "Docker's firewall backend: not reported"),
+        (NOT_REPORTED, "iptables", "not reported (an engine before API 1.49: iptables)"),
     ],
 )
 def test_status_says_which_firewall_docker_uses(docker: str, ours: str, expected: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-NOT_REPORTED = "not reported"
+NOT_REPORTED = "not reported (an engine before API 1.49: iptables)"
 
 
 def docker_uses_nftables(info: Mapping[str, object]) -> bool:
@@ -23,7 +23,7 @@ def docker_uses_nftables(info: Mapping[str, object]) -> bool:
 
 def docker_firewall_backend(info: Mapping[str, object]) -> str:
     """The firewall backend Docker reports in `/info` ("iptables", "nftables",
-    "nftables+firewalld", ...), or "not reported" (engines before API 1.49 use iptables)."""
+    "nftables+firewalld", ...), or NOT_REPORTED (Docker 20.10 does not say)."""
     backend = info.get("FirewallBackend")
     driver = backend.get("Driver") if isinstance(backend, Mapping) else None
     return driver if isinstance(driver, str) and driver else NOT_REPORTED
