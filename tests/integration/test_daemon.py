@@ -101,7 +101,11 @@ def policy(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture(params=["iptables", "nftables"])
+# Ids "with-...": "[29-nftables]" must name the engine, not Docker 29 with dockwall's nftables.
+BACKEND_IDS = ["with-iptables", "with-nftables"]
+
+
+@pytest.fixture(params=["iptables", "nftables"], ids=BACKEND_IDS)
 def running(
     seeded_sandbox: SeededSandbox, policy: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[tuple[SeededSandbox, RunningDaemon]]:

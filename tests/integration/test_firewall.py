@@ -353,7 +353,9 @@ def test_without_docker_user_the_jump_sits_in_forward_and_says_so(
 ROUTED_V6 = IPv6Network("2001:db8:d0c:2::/64")  # inside the range the outside hosts route
 
 
-@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+@pytest.mark.parametrize(
+    "backend", ["iptables", "nftables"], ids=["with-iptables", "with-nftables"]
+)
 def test_on_a_routed_network_our_drop_is_final_and_our_accept_is_not(
     host: SeededSandbox, tmp_path: Path, backend: str
 ) -> None:
