@@ -16,8 +16,11 @@ shuffled order:
   address were still taken for the public container's; then the two swap back;
 - dockerd restarts, alternating crash (SIGKILL) and clean (SIGTERM);
 - flushes of DOCKWALL-IN and DOCKER-USER, both families (ip6tables on 20.10 has no
-  DOCKER-USER: the jump to DOCKWALL is deleted from FORWARD instead);
-- `iptables -F INPUT` in both families (the jump to the proxy path goes);
+  DOCKER-USER: the jump to DOCKWALL is deleted from FORWARD instead); with the nftables
+  backend (`auto` picks it on Docker's nftables firewall backend, `--backend`), of the
+  chains `forward` and `governed` of `table inet dockwall`;
+- `iptables -F INPUT` in both families (the jump to the proxy path goes); with the nftables
+  backend, `nft flush chain inet dockwall input`;
 - kill -9 of dockwall, and a restart of it.
 
 Two probers run all the time in the outside namespaces (dockwall_sandbox.streamprobe):
@@ -63,7 +66,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from dockwall_sandbox import Sandbox, SandboxError, cleanup_leftovers, unavailable_reason
+from dockwall import app
+from dockwall_sandbox import (
+    ENGINES,
+    Sandbox,
+    SandboxError,
+    cleanup_leftovers,
+    unavailable_reason,
+)
 from dockwall_sandbox import topology as topo
 from dockwall_sandbox.dockwall_cli import RunningDaemon
 from dockwall_sandbox.netns import enter_argv
@@ -214,6 +224,7 @@ class Record:
 @dataclass(frozen=True)
 class Options:
     engine: str
+    backend: str  # dockwall's: auto, iptables or nftables
     restarts: int
     docker_restarts: int
     flushes: int
@@ -243,6 +254,7 @@ class Chaos:
         self.addresses: set[str] = set()
         self.owners: list[tuple[float, dict[str, str]]] = []  # (when, address -> container)
         self.daemon: RunningDaemon | None = None
+        self.backend = app.choose_backend(opts.backend, None, box.docker_host)
         self.daemons = 0
         self.unexpected_exits: list[dict[str, Any]] = []
         self.probers: dict[str, subprocess.Popen[bytes]] = {}
@@ -289,7 +301,7 @@ class Chaos:
     def _start_dockwall(self) -> None:
         self.daemons += 1
         log = self.out / f"dockwall-{self.daemons}.log"
-        self.daemon = RunningDaemon(self.box, self.policy, log)
+        self.daemon = RunningDaemon(self.box, self.policy, log, "--backend", self.backend)
         if not self.daemon.wait_for("msg=running", timeout=60):
             raise SandboxError(f"dockwall did not start:\n{self.daemon.log()[-3000:]}")
 
@@ -472,16 +484,10 @@ class Chaos:
         self._mark_up_since_start(ALWAYS)
 
     def flush(self, event: Event) -> None:
-        done = []
-        for tool in ("iptables", "ip6tables"):
-            self.box.run_in_host([tool, "-w", "-F", "DOCKWALL-IN"], check=False)
-            flushed = self.box.run_in_host([tool, "-w", "-F", "DOCKER-USER"], check=False)
-            if flushed.returncode == 0:
-                done.append(f"{tool} -F DOCKWALL-IN, -F DOCKER-USER")
-            else:  # no DOCKER-USER in this family: the jump sits in FORWARD
-                self.box.run_in_host([tool, "-w", "-D", "FORWARD", "-j", "DOCKWALL"], check=False)
-                done.append(f"{tool} -F DOCKWALL-IN, -D FORWARD -j DOCKWALL")
-        event.detail = "; ".join(done)
+        if self.backend == "nftables":
+            self._flush_nftables(event)
+        else:
+            self._flush_iptables(event)
         flushed_at = time.time()
         # Wait for dockwall's repair, so that the window is this flush's alone.
         while not self._repaired():
@@ -493,11 +499,16 @@ class Chaos:
         event.extra["repaired_after_s"] = round(event.t1 - flushed_at, 3)
 
     def flush_input(self, event: Event) -> None:
-        """`iptables -F INPUT` in both families (what a firewall script's reset does): the
-        jump to dockwall's proxy path is gone until dockwall puts it back."""
-        for tool in ("iptables", "ip6tables"):
-            self.box.run_in_host([tool, "-w", "-F", "INPUT"], check=False)
-        event.detail = "iptables -F INPUT, ip6tables -F INPUT"
+        """The proxy path's hook flushed (what a firewall script's reset does): `iptables -F
+        INPUT` in both families, or the nftables backend's input chain; gone until dockwall
+        puts it back."""
+        if self.backend == "nftables":
+            self.box.run_in_host(["nft", "flush", "chain", "inet", "dockwall", "input"])
+            event.detail = "nft flush chain inet dockwall input"
+        else:
+            for tool in ("iptables", "ip6tables"):
+                self.box.run_in_host([tool, "-w", "-F", "INPUT"], check=False)
+            event.detail = "iptables -F INPUT, ip6tables -F INPUT"
         flushed_at = time.time()
         while not self._repaired():
             if time.time() - flushed_at > REPAIR_WAIT:
@@ -507,9 +518,33 @@ class Chaos:
         event.t1 = time.time()
         event.extra["repaired_after_s"] = round(event.t1 - flushed_at, 3)
 
+    def _flush_nftables(self, event: Event) -> None:
+        """Both chains of dockwall's table, one transaction: as `nft flush chain` by hand."""
+        script = "flush chain inet dockwall governed\nflush chain inet dockwall forward\n"
+        self.box.run_in_host(["nft", "-f", "-"], input=script, check=False)
+        event.detail = "nft flush chain inet dockwall governed, forward"
+
+    def _flush_iptables(self, event: Event) -> None:
+        done = []
+        for tool in ("iptables", "ip6tables"):
+            self.box.run_in_host([tool, "-w", "-F", "DOCKWALL-IN"], check=False)
+            flushed = self.box.run_in_host([tool, "-w", "-F", "DOCKER-USER"], check=False)
+            if flushed.returncode == 0:
+                done.append(f"{tool} -F DOCKWALL-IN, -F DOCKER-USER")
+            else:  # no DOCKER-USER in this family: the jump sits in FORWARD
+                self.box.run_in_host([tool, "-w", "-D", "FORWARD", "-j", "DOCKWALL"], check=False)
+                done.append(f"{tool} -F DOCKWALL-IN, -D FORWARD -j DOCKWALL")
+        event.detail = "; ".join(done)
+
     def _repaired(self) -> bool:
-        """dockwall's rules are back: DOCKWALL-IN has rules, a hook jumps to DOCKWALL, and
-        INPUT jumps to DOCKWALL-INPUT (the proxy path)."""
+        """dockwall's rules are back: DOCKWALL-IN has rules, a hook jumps to DOCKWALL and INPUT
+        to DOCKWALL-INPUT; with nftables, `forward` goes to `governed`, `governed` ends in its
+        verdict and `input` goes to `proxy`."""
+        if self.backend == "nftables":
+            table = self.box.run_in_host(["nft", "list", "table", "inet", "dockwall"], check=False)
+            governed = table.stdout.partition("chain governed {")[2].partition("}")[0]
+            hooked = "goto governed" in table.stdout and "goto proxy" in table.stdout
+            return hooked and bool(re.search(r"drop|reject", governed))
         for tool in ("iptables", "ip6tables"):
             rules = self.box.run_in_host([tool, "-w", "-S"], check=False).stdout
             if "-A DOCKWALL-IN " not in rules:
@@ -785,6 +820,7 @@ def analyse(chaos: Chaos, engine_version: str) -> dict[str, Any]:
     attempts = Counter(r.target.role for r in records)
     return {
         "engine": chaos.opts.engine,
+        "backend": chaos.backend,
         "engine_version": engine_version,
         "options": {k: str(v) for k, v in asdict(chaos.opts).items()},
         "seconds": round(chaos.ended - chaos.started, 1),
@@ -868,7 +904,7 @@ def render(report: dict[str, Any]) -> str:
     if repairs:
         done = [r for r in repairs if r is not None]
         lines.append(
-            f"flush repaired by dockwall (rules back, seen in iptables -S): "
+            f"flush repaired by dockwall (rules back, seen in iptables -S or nft list): "
             f"{len(done)}/{len(repairs)}, longest {max(done, default=0.0):.2f}s, "
             f"median {sorted(done)[len(done) // 2] if done else 0.0:.2f}s"
         )
@@ -929,7 +965,8 @@ def parse_args(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--engine", choices=["28", "20.10"], default="28")
+    parser.add_argument("--engine", choices=list(ENGINES), default="28")
+    parser.add_argument("--backend", choices=app.BACKENDS, default="auto", help="dockwall's")
     parser.add_argument(
         "--restarts", type=int, default=200, help="container restarts (with reuses)"
     )
@@ -951,6 +988,7 @@ def parse_args(argv: list[str] | None) -> Options:
     out = args.out or Path(f"/tmp/dockwall-chaos-{args.engine}-{int(time.time())}")
     return Options(
         engine=args.engine,
+        backend=args.backend,
         restarts=args.restarts,
         docker_restarts=args.docker_restarts,
         flushes=args.flushes,

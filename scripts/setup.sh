@@ -3,7 +3,9 @@
 #
 # Installs the stable tools (Docker 20.10 among them) with apt, then unpacks a
 # newer Docker engine (28.x or later, from Debian's unstable suite) into
-# /opt/dockwall-test/docker28 without installing it. Idempotent; run as root.
+# /opt/dockwall-test/docker28 without installing it, and Docker 29 (built from
+# moby's source, ../shared/engines/docker29/) into /opt/dockwall-test/docker29.
+# Idempotent; run as root.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -53,9 +55,13 @@ if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
 fi
 
 "$here/docker28.sh"
+"$here/docker29.sh"
 
 echo "--- engines ---"
 /usr/sbin/dockerd --version
 /opt/dockwall-test/docker28/usr/sbin/dockerd --version
 /opt/dockwall-test/docker28/usr/bin/containerd --version
 /usr/sbin/runc --version | head -n 1
+if [ -x /opt/dockwall-test/docker29/dockerd ]; then
+    /opt/dockwall-test/docker29/dockerd --version
+fi

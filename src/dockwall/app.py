@@ -13,7 +13,11 @@ from pathlib import Path
 from dockwall import dockernat, explain, policydiff, record, routes, snapshot
 from dockwall.backends.base import Backend, Change
 from dockwall.backends.iptables.backend import IptablesBackend
-from dockwall.backends.nftables import NftablesBackend, docker_uses_nftables
+from dockwall.backends.nftables import (
+    NftablesBackend,
+    docker_firewall_backend,
+    docker_uses_nftables,
+)
 from dockwall.compiler import Compiled, compile_policy
 from dockwall.errors import BackendError, DockerError
 from dockwall.hoststate import HostState
@@ -53,6 +57,12 @@ def choose_backend(asked: str | None, policy: Policy | None, docker_host: str | 
     except DockerError:
         return "iptables"
     return "nftables" if docker_uses_nftables(info) else "iptables"
+
+
+def docker_firewall(docker_host: str | None) -> str:
+    """The firewall backend Docker itself uses, as its /info says ("not reported" before
+    API 1.49, where it is iptables)."""
+    return docker_firewall_backend(snapshot.engine_info(snapshot.connect(docker_host)))
 
 
 def retire_others(kernel: Backend) -> list[str]:
@@ -129,8 +139,11 @@ class CheckResult:
     not_governed: str = ""  # why dockwall has no say, if it has none
 
 
-def check(ctx: Context, kernel: Backend, request: CheckRequest) -> CheckResult:
-    """Explain what the installed rules do with connections from source to dest."""
+def check(
+    ctx: Context, kernel: Backend, request: CheckRequest, firewall: str = "iptables"
+) -> CheckResult:
+    """Explain what the installed rules do with connections from source to dest; firewall:
+    Docker's own firewall backend (docker_firewall), whose rules decide next."""
     family = Family.of(request.source)
     try:
         explain.check_source(ctx.host, request.source)
@@ -143,7 +156,7 @@ def check(ctx: Context, kernel: Backend, request: CheckRequest) -> CheckResult:
     via = request.via or routes.interface_towards(request.source)
     packets = explain.packets(found, request.source, via)
     decisions, in_sync = kernel.decide(ctx.compiled.ruleset, packets)
-    verdicts = explain.verdicts(found, decisions, ctx.policy, ctx.host.docker_version)
+    verdicts = explain.verdicts(found, decisions, ctx.policy, ctx.host.docker_version, firewall)
     return CheckResult(verdicts, in_sync, via)
 
 

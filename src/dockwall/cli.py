@@ -191,6 +191,7 @@ def status(policy_path: Path, docker_host: str | None, as_json: bool, backend: s
         "backend": kernel.name,
         "docker_version": ctx.host.docker_version,
         "quarantined": report.quarantine_json(ctx.host),
+        "docker_firewall_backend": app.docker_firewall(docker_host),
     }
     if as_json:
         click.echo(report.status_json(header, rows, hits))
@@ -244,7 +245,8 @@ def check(
     """
     request = _check_request(source, dest, port, via)
     ctx = app.prepare(policy_path, docker_host)
-    result = app.check(ctx, _kernel(backend, ctx, docker_host), request)
+    kernel = _kernel(backend, ctx, docker_host)
+    result = app.check(ctx, kernel, request, app.docker_firewall(docker_host))
     text = report.check_json if as_json else report.check_text
     click.echo(text(result, source, dest))
 

@@ -18,7 +18,8 @@ class NotGoverned(DockwallError):
     """The connection asked about is not outside-to-container: dockwall has no say in it."""
 
 
-DIRECT_DROPPED_FROM = 28  # Docker 28 drops traffic routed straight at container addresses
+DIRECT_DROPPED_FROM = 28  # Docker 28 and 29 drop traffic routed straight at container addresses
+NFT_TABLE = {Family.V4: "ip docker-bridges", Family.V6: "ip6 docker-bridges"}
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,17 @@ def packets(found: list[Target], source: IPAddress, via: str) -> list[Packet]:
 
 
 def verdicts(
-    found: list[Target], decisions: list[Decision], policy: Policy, engine: str
+    found: list[Target],
+    decisions: list[Decision],
+    policy: Policy,
+    engine: str,
+    firewall: str = "iptables",
 ) -> list[Verdict]:
+    """firewall: Docker's own firewall backend (its /info), whose rules decide next."""
     lines = {r.name: f"{policy.filename}:{r.line}" for r in policy.rules}
+    nft = firewall.split("+", 1)[0] == "nftables"
     return [
-        Verdict(t, d, lines.get(d.policy_rule or ""), _docker_next(t, d, engine))
+        Verdict(t, d, lines.get(d.policy_rule or ""), _docker_next(t, d, engine, nft))
         for t, d in zip(found, decisions, strict=True)
     ]
 
@@ -210,18 +217,27 @@ def _unique(ports: Iterable[PublishedPort]) -> list[PublishedPort]:
     return list({(p.host_port, p.container_port, p.proto, p.host_ip): p for p in ports}.values())
 
 
-def _docker_next(target: Target, decision: Decision, engine: str) -> str:
+def _docker_next(target: Target, decision: Decision, engine: str, nft: bool) -> str:
+    """What Docker's own rules do after dockwall's allow. Docker 28 and 29 (iptables): DNAT
+    in nat PREROUTING, then DOCKER-FORWARD/DOCKER-BRIDGE/DOCKER accept published ports (no
+    DOCKER-ISOLATION-* chains in 29), raw PREROUTING drops direct routing (gateway mode nat).
+    Docker 29's nftables backend: the same in table ip/ip6 docker-bridges, chains
+    nat-prerouting-and-output, filter-forward-in__<bridge> (accepts published ports, then
+    "UNPUBLISHED PORT DROP") and raw-PREROUTING ("DROP DIRECT ACCESS")."""
     if decision.outcome is not Outcome.ALLOWED:
         return ""
     where = f"{target.container.name}:{target.container_port}/{target.proto}"
     if target.route is Route.PROXY:
         return f"docker-proxy forwards it to {where}"
+    table = NFT_TABLE[Family.of(target.address)]
     if target.published:
-        return f"Docker forwards it to {where}"
+        how = f" (nftables: {table}, chain filter-forward-in__{target.bridge})" if nft else ""
+        return f"Docker forwards it to {where}{how}"
     head = engine.split(".", maxsplit=1)[0]
     major = int(head) if head.isdigit() else 0
-    if major >= DIRECT_DROPPED_FROM:
-        return f"Docker {engine} drops traffic routed straight at container addresses"
+    if major >= DIRECT_DROPPED_FROM or nft:
+        how = f"nftables: {table}, chain raw-PREROUTING" if nft else "raw PREROUTING"
+        return f"Docker {engine} drops traffic routed straight at container addresses ({how})"
     if any(
         p.container_port == target.container_port and p.proto is target.proto
         for p in target.container.ports

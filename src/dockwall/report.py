@@ -277,5 +277,24 @@ def status_header(header: dict[str, Any]) -> str:
     return (
         f"policy {header['policy']} (sha256 {header['policy_sha256'][:12]}), "
         f"applied {when}, installed rules match it: {match}, "
-        f"backend {header['backend']}, Docker {header['docker_version']}"
+        f"backend {header['backend']}, Docker {header['docker_version']}\n"
+        + docker_firewall_line(header)
     )
+
+
+# What dockwall's rules do beside Docker's, by (Docker's firewall backend, dockwall's).
+HOOK_NOTES = {
+    ("nftables", "nftables"): "no DOCKER-USER; dockwall's table inet dockwall drops "
+    "before Docker's filter-FORWARD",
+    ("nftables", "iptables"): "no DOCKER-USER: dockwall's iptables rules hook FORWARD, "
+    "a base chain of its own beside Docker's, where a drop is final",
+    ("iptables", "nftables"): "dockwall's table inet dockwall drops before Docker's FORWARD chains",
+    ("iptables", "iptables"): "dockwall's iptables rules hook DOCKER-USER where Docker "
+    "made it, else FORWARD",
+}
+
+
+def docker_firewall_line(header: dict[str, Any]) -> str:
+    driver = str(header["docker_firewall_backend"])
+    note = HOOK_NOTES.get((driver.split("+", 1)[0], str(header["backend"])))
+    return f"Docker's firewall backend: {driver}" + (f" ({note})" if note else "")

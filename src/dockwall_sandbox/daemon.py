@@ -61,7 +61,7 @@ def start(
     engine: Engine, dirs: StateDirs, host_ns: str, timeout: float = 60.0, ipv6: bool = True
 ) -> int:
     """Start dockerd and wait until its API answers. Returns its pid."""
-    (dirs.run / "daemon.json").write_text("{}\n")
+    (dirs.run / "daemon.json").write_text(engine.daemon_json + "\n")
     (dirs.run / "cli").mkdir(exist_ok=True)
     env = {"PATH": engine.path_env(), "HOME": str(dirs.run)}
     with dirs.log.open("ab") as log:

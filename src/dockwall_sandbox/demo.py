@@ -1,6 +1,6 @@
 """The README's demo: a sandboxed Docker host, the example policy, who can reach what.
 
-    python3 -m dockwall_sandbox.demo [--engine 28|20.10] [--policy examples/policy.yaml]
+    python3 -m dockwall_sandbox.demo [--engine 28|20.10|29|29-nftables] [--policy FILE]
 
 Needs root and the engines from scripts/setup.sh. Everything runs in network namespaces made
 for the demo and is removed at the end.

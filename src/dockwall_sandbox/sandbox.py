@@ -91,6 +91,8 @@ class Sandbox:
         try:
             self.dirs.create()
             netns.create(self.spaces)
+            if self.engine.host_sysctls:
+                netns.sysctl(self.spaces.host, *self.engine.host_sysctls)
             self.dockerd_pid = daemon.start(
                 self.engine, self.dirs, self.spaces.host, ipv6=self.ipv6
             )

@@ -2,15 +2,18 @@
 selectors, port ranges, both families) applied to the sandbox, every (source, destination,
 port) of the seed scenario explained from the installed rules and tried for real.
 
-The explanation runs the same code as `dockwall check` (installed rules read back, the
-destination resolved against a Docker snapshot, the packet followed through the chains);
-the test only fetches the rules and the snapshot from the sandbox's namespace itself.
+The explanation is `dockwall check`'s own (app.check: installed rules read back, the
+destination resolved against a Docker snapshot, the packet followed through the chains,
+what Docker does next), with the backend `auto` picks (nftables on Docker 29's nftables
+firewall backend, else iptables), run once per policy in the sandbox's host namespace.
 DOCKWALL_PROPERTY_EXAMPLES sets how many policies per engine (CI: a bounded few).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
@@ -19,14 +22,9 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dockwall import explain, snapshot
-from dockwall.backends.iptables import evaluate, ipsets, saved
-from dockwall.packets import Outcome
-from dockwall.policy import parse_policy
-from dockwall.values import Family, Proto
 from dockwall_sandbox import SeededSandbox
 from dockwall_sandbox import topology as topo
-from dockwall_sandbox.dockwall_cli import dockwall
+from dockwall_sandbox.dockwall_cli import SRC, dockwall
 from dockwall_sandbox.matrix import Case, cases, probe
 
 pytestmark = pytest.mark.integration
@@ -93,31 +91,42 @@ def via_of(source: IPv4Address | IPv6Address) -> str:
     return "eth0" if source in topo.WAN_LINK.addresses() else "eth1"
 
 
-def predicted(seeded: SeededSandbox, policy_text: str, found: list[Case]) -> dict[Case, bool]:
+CHECKER = """
+import ipaddress, json, sys
+from pathlib import Path
+from dockwall import app
+from dockwall.packets import Outcome
+from dockwall.values import Proto
+
+policy, docker_host = Path(sys.argv[1]), sys.argv[2]
+ctx = app.prepare(policy, docker_host)
+kernel = app.backend(app.choose_backend(None, ctx.policy, docker_host))
+firewall = app.docker_firewall(docker_host)
+answers = []
+for source, dest, port, via in json.load(sys.stdin):
+    request = app.CheckRequest(ipaddress.ip_address(source), dest, port, Proto.TCP, via)
+    result = app.check(ctx, kernel, request, firewall)
+    answers.append([[v.decision.outcome is Outcome.ALLOWED, v.docker_next] for v in result.verdicts]
+                   + ([] if result.in_sync else [["out of sync", ""]]))
+print(json.dumps(answers))
+"""
+
+
+def predicted(seeded: SeededSandbox, policy: Path, found: list[Case]) -> dict[Case, bool]:
     """What `dockwall check` says, case by case: allowed and Docker forwards it = open."""
     box = seeded.sandbox
-    chains = {
-        Family.V4: saved.parse(box.run_in_host(["iptables-save"]).stdout).chains,
-        Family.V6: saved.parse(box.run_in_host(["ip6tables-save"]).stdout).chains,
-    }
-    sets = ipsets.parse(box.run_in_host(["ipset", "save"]).stdout)
-    policy = parse_policy(policy_text.encode(), "policy.yaml")
-    client = snapshot.connect(box.docker_host)
-    host = snapshot.take(client)
-    client.close()
+    asked = [[str(c.source), str(c.destination), c.port, via_of(c.source)] for c in found]
+    done = box.run_in_host(
+        [sys.executable, "-c", CHECKER, str(policy), box.docker_host],
+        input=json.dumps(asked),
+        env={**os.environ, "PYTHONPATH": SRC},
+        timeout=120,
+    )
     result = {}
-    for case in found:
-        dest = str(case.destination)
-        family = Family.of(case.source)
-        targets = explain.targets(host, dest, family, case.port, Proto.TCP)
-        assert len(targets) == 1, (case, targets)
-        packets = explain.packets(targets, case.source, via_of(case.source))
-        decisions = [evaluate.evaluate(chains[family], p, sets) for p in packets]
-        verdict = explain.verdicts(targets, decisions, policy, host.docker_version)[0]
-        result[case] = (
-            verdict.decision.outcome is Outcome.ALLOWED
-            and verdict.docker_next.startswith("Docker forwards")
-        )
+    for case, verdicts in zip(found, json.loads(done.stdout), strict=True):
+        assert len(verdicts) == 1, (case, verdicts)  # one way there, and the rules in sync
+        allowed, docker_next = verdicts[0]
+        result[case] = allowed is True and docker_next.startswith("Docker forwards")
     return result
 
 
@@ -141,7 +150,7 @@ def test_check_agrees_with_real_connections(
     try:
         found = cases(seeded_sandbox.scenario)
         observed = probe(box, found)
-        expected = predicted(seeded_sandbox, policy_text, found)
+        expected = predicted(seeded_sandbox, path, found)
         wrong = [
             f"{c}: check says {'open' if expected[c] else 'closed'}, connection "
             f"{'opened' if observed[c] else 'failed'}"
@@ -151,6 +160,18 @@ def test_check_agrees_with_real_connections(
         assert not wrong, policy_text + "\n".join(wrong)
     finally:
         dockwall(box, "remove")
+
+
+# What Docker does after dockwall's allow, as check says it; seen with real packets in
+# test_sandbox_baseline (direct routing) and above (the property test).
+PUBLISHED_NEXT = {"29-nftables": " (nftables: ip docker-bridges, chain filter-forward-in__docker0)"}
+DIRECT_NEXT = {
+    "20.10": "Docker forwards it to www-nginx:80/tcp (a published container port)",
+    "28": "drops traffic routed straight at container addresses (raw PREROUTING)",
+    "29": "drops traffic routed straight at container addresses (raw PREROUTING)",
+    "29-nftables": "drops traffic routed straight at container addresses "
+    "(nftables: ip docker-bridges, chain raw-PREROUTING)",
+}
 
 
 def test_check_cli_names_rule_line_and_docker_next(
@@ -165,7 +186,14 @@ def test_check_cli_names_rule_line_and_docker_next(
         assert done.returncode == 0, done.stderr
         assert f"allowed by rule public-web ({path}:15)" in done.stdout
         assert "the installed rules match the policy" in done.stdout
-        assert "Docker forwards it to www-nginx:443/tcp" in done.stdout
+        assert (
+            "Docker forwards it to www-nginx:443/tcp"
+            + PUBLISHED_NEXT.get(seeded_sandbox.engine, "")
+            in done.stdout.splitlines()[1]
+        )
+        www = seeded_sandbox.scenario["www-nginx"]
+        done = dockwall(box, "check", "198.51.100.10", str(www.ipv4), "--port", "80", policy=path)
+        assert DIRECT_NEXT[seeded_sandbox.engine] in done.stdout, done.stdout
         done = dockwall(box, "check", "203.0.113.99", "203.0.113.1", "--port", "8080", policy=path)
         assert "dropped by the default" in done.stdout and "arriving on eth1" in done.stdout
         path.write_text(path.read_text().replace("[80/tcp, 443/tcp]", "[80/tcp]"))

@@ -52,6 +52,39 @@ def dockwall_rules(seeded: SeededSandbox) -> list[str]:
     return iptables + table
 
 
+def uses_nftables(seeded: SeededSandbox) -> bool:
+    """dockwall's rules are its nftables table (what `auto` picks on Docker's nftables
+    firewall backend), not iptables chains."""
+    nft = seeded.sandbox.run_in_host(["nft", "list", "table", "inet", "dockwall"], check=False)
+    return nft.returncode == 0
+
+
+def flush_own_chain(seeded: SeededSandbox) -> None:
+    """Empty dockwall's main chain by hand, as another tool's reload would."""
+    if uses_nftables(seeded):
+        seeded.sandbox.run_in_host(["nft", "flush", "chain", "inet", "dockwall", "governed"])
+        return
+    for tool in ("iptables", "ip6tables"):
+        seeded.sandbox.run_in_host([tool, "-F", "DOCKWALL-IN"])
+
+
+def assert_hooked_first(seeded: SeededSandbox) -> None:
+    """dockwall's hook is where it decides first: its jump on top of DOCKER-USER (or of
+    FORWARD, where the family has no DOCKER-USER), or its nftables base chain at priority
+    -10, before Docker's (which Docker's nftables backend re-creates on each start)."""
+    box = seeded.sandbox
+    if uses_nftables(seeded):
+        table = box.run_in_host(["nft", "list", "table", "inet", "dockwall"]).stdout
+        assert "type filter hook forward priority filter - 10; policy accept;" in table, table
+        assert "goto governed" in table, table
+        return
+    for tool in ("iptables", "ip6tables"):
+        user = box.run_in_host([tool, "-S", "DOCKER-USER"], check=False)
+        hook = user if user.returncode == 0 else box.run_in_host([tool, "-S", "FORWARD"])
+        rules = [ln for ln in hook.stdout.splitlines() if ln.startswith("-A")]
+        assert rules and rules[0].endswith("-j DOCKWALL"), (tool, rules)
+
+
 LATE_PUBLIC = """  - name: late-public
     from: any
     via: eth0
@@ -68,7 +101,11 @@ def policy(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture(params=["iptables", "nftables"])
+# Ids "with-...": "[29-nftables]" must name the engine, not Docker 29 with dockwall's nftables.
+BACKEND_IDS = ["with-iptables", "with-nftables"]
+
+
+@pytest.fixture(params=["iptables", "nftables"], ids=BACKEND_IDS)
 def running(
     seeded_sandbox: SeededSandbox, policy: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[tuple[SeededSandbox, RunningDaemon]]:
@@ -154,7 +191,9 @@ def test_a_container_joining_a_class_and_a_reused_address(
     box.start_container("late-three", [(8082, 80)], "dbnet", {"public": "no"}, ip=address)
     assert eventually(lambda: reaches(seeded, ADMIN, 8082)) is not None, daemon.log()
     assert not reaches(seeded, STRANGER, 8082)
-    # dockwall's own writes did not wake its watch of kernel changes (Docker's did).
+    # dockwall's own writes did not wake its watch of kernel changes (Docker's iptables
+    # writes did; Docker 29's nftables backend writes its own tables, with nft too, which
+    # change nothing of dockwall's and wake nothing).
     woken = [line for line in daemon.log().splitlines() if "changed by someone else" in line]
     ours = ("(iptables-restor)", "(ip6tables-resto)", "(nft)", "(python")
     assert not [line for line in woken if any(name in line for name in ours)], woken
@@ -280,7 +319,8 @@ def test_nftables_change_stream_repairs_at_once(
     seeded_sandbox: SeededSandbox, policy: Path, tmp_path: Path
 ) -> None:
     """With the timed check 30 s away, a flush is still repaired in a blink: iptables-nft
-    writes through nftables, whose change stream wakes dockwall."""
+    writes through nftables, whose change stream wakes dockwall (with `auto`'s backend:
+    nftables on Docker's nftables firewall backend, where the flush is of its table)."""
     box = seeded_sandbox.sandbox
     dockwall(box, "remove")
     daemon = RunningDaemon(box, policy, tmp_path / "watch.log", "--check-interval", "30")
@@ -289,7 +329,7 @@ def test_nftables_change_stream_repairs_at_once(
         time.sleep(0.5)
         before = dockwall_rules(seeded_sandbox)
         start = time.monotonic()
-        box.run_in_host(["iptables", "-F", "DOCKWALL-IN"])
+        flush_own_chain(seeded_sandbox)
         took = eventually(lambda: dockwall_rules(seeded_sandbox) == before, timeout=10)
         assert took is not None, daemon.log()
         assert time.monotonic() - start < 1.0, daemon.log()
@@ -305,8 +345,9 @@ def test_docker_restart_or_crash_is_followed(
     seeded_sandbox: SeededSandbox, policy: Path, tmp_path: Path, crash: bool
 ) -> None:
     """Docker goes away and comes back (its event stream ends, it re-inserts its own jumps,
-    containers come back with a restart policy): dockwall reconnects, puts its jump back at
-    the top and follows the new addresses; the unselected container stays closed."""
+    or with its nftables backend re-creates its tables, containers come back with a restart
+    policy): dockwall reconnects, puts its jump back at the top (its nftables table stays
+    as it was) and follows the new addresses; the unselected container stays closed."""
     box = seeded_sandbox.sandbox
     dockwall(box, "remove")
     box.start_container("phoenix", [(8081, 80)], labels={"public": "yes"}, restart="always")
@@ -327,11 +368,7 @@ def test_docker_restart_or_crash_is_followed(
             daemon.log()[mark:] + box.firewall_dump()
         )
         assert not reaches(seeded_sandbox, STRANGER, 8082)
-        for tool in ("iptables", "ip6tables"):
-            user = box.run_in_host([tool, "-S", "DOCKER-USER"], check=False)
-            hook = user if user.returncode == 0 else box.run_in_host([tool, "-S", "FORWARD"])
-            rules = [ln for ln in hook.stdout.splitlines() if ln.startswith("-A")]
-            assert rules[0].endswith("-j DOCKWALL"), (tool, rules)
+        assert_hooked_first(seeded_sandbox)
         assert daemon.proc.poll() is None
     finally:
         daemon.stop()

@@ -1,7 +1,10 @@
 """The seed's scenario with real packets: what the policy allows connects, the rest does not.
 
-Each engine gets one sandbox (module-scoped fixture); every test leaves the host as it
-found it (dockwall removed, extra containers gone).
+The iptables backend, on every engine: on Docker 29's nftables firewall backend too, where
+`auto` would pick nftables (test_auto_picks_the_backend_docker_uses) and there is no
+DOCKER-USER, so dockwall's jump sits at the top of iptables' own FORWARD base chain, where a
+drop is final as in any base chain. Each engine gets one sandbox (module-scoped fixture);
+every test leaves the host as it found it (dockwall removed, extra containers gone).
 """
 
 from __future__ import annotations
@@ -9,15 +12,21 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import time
 from collections.abc import Iterator
+from ipaddress import IPv6Network
 from ipaddress import ip_address as addr
 from pathlib import Path
 
 import pytest
 
-from dockwall_sandbox import Scenario, SeededSandbox
-from dockwall_sandbox.dockwall_cli import dockwall
+from dockwall.backends.nftables.docker import NOT_REPORTED
+from dockwall_sandbox import Sandbox, Scenario, SeededSandbox, Side
+from dockwall_sandbox.dockwall_cli import dockwall as run_dockwall
+from dockwall_sandbox.image import IMAGE
 from dockwall_sandbox.matrix import Case, cases, probe
+from dockwall_sandbox.topology import WAN_ADMIN1_6, WAN_STRANGER_6
 from tests.integration.firewall import mismatches
 
 pytestmark = pytest.mark.integration
@@ -28,6 +37,17 @@ ADMINS = {
 }
 LAN = {addr(a) for a in ("203.0.113.5", "203.0.113.6", "2001:db8:200::5", "2001:db8:200::6")}
 WAN_STRANGERS = {addr("198.51.100.99"), addr("2001:db8:100::99")}
+BACKEND_COMMANDS = ("apply", "plan", "status", "check")
+EMPTY_TABLE = ["*filter", ":INPUT ACCEPT ", ":FORWARD ACCEPT ", ":OUTPUT ACCEPT ", "COMMIT"]
+
+
+def dockwall(
+    sandbox: Sandbox, *args: str, policy: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The dockwall command with the iptables backend unless the test names one."""
+    if args[0] in BACKEND_COMMANDS and "--backend" not in args:
+        args = (*args, "--backend", "iptables")
+    return run_dockwall(sandbox, *args, policy=policy)
 
 
 def example_policy_allows(case: Case) -> bool:
@@ -38,10 +58,18 @@ def example_policy_allows(case: Case) -> bool:
 
 
 def saved_rules(seeded: SeededSandbox) -> str:
-    """iptables-save and ip6tables-save of the Docker host, without counters or comments."""
+    """iptables-save and ip6tables-save of the Docker host, without counters or comments.
+
+    A filter table with nothing in it (the built-in chains, policy ACCEPT, no rule) counts as
+    none: that is what is left on Docker's nftables backend, which writes no iptables rule,
+    after dockwall's iptables rules were removed, and it lets everything pass, as no table."""
     dump = seeded.sandbox.firewall_dump()
     lines = [re.sub(r"\[\d+:\d+\]", "", line) for line in dump.splitlines()]
-    return "\n".join(line for line in lines if not line.startswith("#"))
+    kept = [line for line in lines if line and not line.startswith("#")]
+    for start in range(len(kept) - len(EMPTY_TABLE), -1, -1):
+        if kept[start : start + len(EMPTY_TABLE)] == EMPTY_TABLE:
+            del kept[start : start + len(EMPTY_TABLE)]
+    return "\n".join(kept)
 
 
 @pytest.fixture(scope="module")
@@ -270,11 +298,123 @@ def test_switching_backend_leaves_one_set_of_rules(host: SeededSandbox, tmp_path
     status = dockwall(box, "status", "--backend", "iptables", policy=policy)
     assert "backend iptables" in status.stdout and "match it: yes" in status.stdout
     policy.write_text(policy.read_text().replace("version: 1", "version: 1\nbackend: nftables"))
-    assert dockwall(box, "apply", policy=policy).returncode == 0
+    assert run_dockwall(box, "apply", policy=policy).returncode == 0
     assert "DOCKWALL" not in saved_rules(host)
-    check = dockwall(box, "check", "198.51.100.99", "admin-app", policy=policy)
+    check = run_dockwall(box, "check", "198.51.100.99", "admin-app", policy=policy)
     assert "dropped by the default" in check.stdout, check.stdout + check.stderr
     assert dockwall(box, "remove").stdout.strip() == "removed"
     assert (
         box.run_in_host(["nft", "list", "table", "inet", "dockwall"], check=False).returncode != 0
     )
+
+
+def test_auto_picks_the_backend_docker_uses(host: SeededSandbox, tmp_path: Path) -> None:
+    """`auto` (no --backend, none in the policy) is nftables where Docker runs its nftables
+    firewall backend (Docker 29's /info says so), iptables elsewhere; status says which
+    firewall backend Docker itself uses."""
+    box, policy = host.sandbox, tmp_path / "policy.yaml"
+    nft_docker = host.engine == "29-nftables"
+    done = run_dockwall(box, "apply", policy=policy)
+    assert done.returncode == 0, done.stderr
+    ours = box.run_in_host(["nft", "list", "table", "inet", "dockwall"], check=False)
+    assert (ours.returncode == 0) is nft_docker
+    assert ("DOCKWALL" in saved_rules(host)) is not nft_docker
+    status = run_dockwall(box, "status", policy=policy)
+    assert f"backend {'nftables' if nft_docker else 'iptables'}," in status.stdout
+    # Docker 20.10's /info has no FirewallBackend; 28 and 29 say which they use.
+    expected = {"29-nftables": "nftables", "20.10": NOT_REPORTED}.get(host.engine, "iptables")
+    assert f"Docker's firewall backend: {expected}" in status.stdout, status.stdout
+    doc = json.loads(run_dockwall(box, "status", "--json", policy=policy).stdout)
+    assert doc["docker_firewall_backend"] == expected
+    assert run_dockwall(box, "remove").returncode == 0
+    assert "DOCKWALL" not in saved_rules(host)
+
+
+def test_without_docker_user_the_jump_sits_in_forward_and_says_so(
+    host: SeededSandbox, tmp_path: Path
+) -> None:
+    """Where Docker made no DOCKER-USER (none in Docker's nftables mode; none in ip6tables
+    on 20.10), apply says the jump goes to the top of FORWARD and why; status says
+    where dockwall's iptables rules hook on Docker's nftables backend."""
+    done = dockwall(host.sandbox, "apply", policy=tmp_path / "policy.yaml")
+    assert done.returncode == 0, done.stderr
+    lines = {line.split(":")[0]: line for line in done.stdout.splitlines() if ": " in line}
+    no_user = {"29-nftables": ("ipv4", "ipv6"), "20.10": ("ipv6",)}.get(host.engine, ())
+    for family in ("ipv4", "ipv6"):
+        if family in no_user:
+            assert "top of FORWARD (there is no DOCKER-USER to hook)" in lines[family], done.stdout
+        else:
+            assert "top of DOCKER-USER and FORWARD" in lines[family], done.stdout
+    status = dockwall(host.sandbox, "status", policy=tmp_path / "policy.yaml")
+    hooked_forward = "dockwall's iptables rules hook FORWARD" in status.stdout
+    assert hooked_forward is (host.engine == "29-nftables"), status.stdout
+
+
+ROUTED_V6 = IPv6Network("2001:db8:d0c:2::/64")  # inside the range the outside hosts route
+
+
+@pytest.mark.parametrize(
+    "backend", ["iptables", "nftables"], ids=["with-iptables", "with-nftables"]
+)
+def test_on_a_routed_network_our_drop_is_final_and_our_accept_is_not(
+    host: SeededSandbox, tmp_path: Path, backend: str
+) -> None:
+    """An IPv6-only network in gateway mode routed (Docker 28 and later): no NAT and no raw
+    drop, so Docker's own forward rules decide: they accept a published container port
+    routed straight at the container and drop the others (Docker 29's nftables backend:
+    "UNPUBLISHED PORT DROP"). dockwall's accept for an admin does not open the unpublished
+    port; its default drop closes the published port to a stranger whom Docker lets in."""
+    if host.engine == "20.10":
+        pytest.skip("Docker 20.10 has no gateway modes and no IPv6-only networks")
+    box = host.sandbox
+    create_routed_network(box)
+    try:
+        box.docker(
+            "run", "-d", "--name", "routed", "--network", "routednet", "-p", "8085:80",
+            IMAGE, "/bin/serve", "80", "9000",
+        )  # fmt: skip
+        inspected = json.loads(box.docker("inspect", "routed").stdout)[0]
+        address = addr(inspected["NetworkSettings"]["Networks"]["routednet"]["GlobalIPv6Address"])
+        wan = [(WAN_ADMIN1_6, address, 80), (WAN_ADMIN1_6, address, 9000)]
+        wan.append((WAN_STRANGER_6, address, 80))
+        deadline = time.monotonic() + 15
+        while box.probe(Side.WAN, wan) != [True, False, True]:  # Docker alone
+            assert time.monotonic() < deadline, box.probe(Side.WAN, wan)
+            time.sleep(0.2)
+        done = dockwall(box, "apply", "--backend", backend, policy=tmp_path / "policy.yaml")
+        assert done.returncode == 0, done.stderr
+        assert box.probe(Side.WAN, wan) == [True, False, False], dump_all(box)
+    finally:
+        box.docker("rm", "-f", "routed", check=False)
+        box.docker("network", "rm", "routednet", check=False)
+
+
+def create_routed_network(box: Sandbox) -> None:
+    """Through the Engine API: the docker CLI here is 20.10's, which has no --ipv4=false."""
+    spec = {
+        "Name": "routednet",
+        "EnableIPv4": False,
+        "EnableIPv6": True,
+        "IPAM": {"Config": [{"Subnet": str(ROUTED_V6)}]},
+        "Options": {"com.docker.network.bridge.gateway_mode_ipv6": "routed"},
+    }
+    header = "Content-Type: application/json"
+    socket = str(box.dirs.socket)
+    body = json.dumps(spec)
+    box.run_in_host(
+        [
+            "curl",
+            "-sSf",
+            "--unix-socket",
+            socket,
+            "-H",
+            header,
+            "-d",
+            body,
+            "http://d/networks/create",
+        ]
+    )
+
+
+def dump_all(box: Sandbox) -> str:
+    return box.firewall_dump() + box.run_in_host(["nft", "list", "ruleset"]).stdout

@@ -14,6 +14,7 @@ import pytest
 
 from dockwall_sandbox import SeededSandbox
 from dockwall_sandbox.dockwall_cli import RunningDaemon, dockwall
+from tests.integration.test_daemon import dockwall_rules, flush_own_chain
 
 pytestmark = pytest.mark.integration
 
@@ -55,11 +56,6 @@ def system_bus(tmp_path: Path) -> Iterator[str]:
         bus.wait(10)
 
 
-def dockwall_rules(seeded: SeededSandbox) -> list[str]:
-    dump = seeded.sandbox.firewall_dump().splitlines()
-    return [line for line in dump if "DOCKWALL" in line and not line.startswith("#")]
-
-
 def test_reloaded_signal_triggers_an_immediate_repair(
     seeded_sandbox: SeededSandbox, system_bus: str, tmp_path: Path
 ) -> None:
@@ -75,8 +71,7 @@ def test_reloaded_signal_triggers_an_immediate_repair(
         assert daemon.wait_for("listening for firewalld reloads"), daemon.log()
         assert daemon.wait_for("msg=running"), daemon.log()
         before = dockwall_rules(seeded_sandbox)
-        for tool in ("iptables", "ip6tables"):
-            box.run_in_host([tool, "-F", "DOCKWALL-IN"])
+        flush_own_chain(seeded_sandbox)  # (nftables on Docker 29's nftables backend: auto)
         assert dockwall_rules(seeded_sandbox) != before
         subprocess.run(
             [

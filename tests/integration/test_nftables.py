@@ -1,5 +1,6 @@
-"""The nftables backend with real packets, on both engines: the seed scenario with the example
-policy, through `table inet dockwall` beside Docker's own (iptables-nft) rules.
+"""The nftables backend with real packets, on every engine: the seed scenario with the example
+policy, through `table inet dockwall` beside Docker's own rules (iptables-nft's, or Docker 29's
+nftables firewall backend's tables `ip docker-bridges` / `ip6 docker-bridges`).
 
 Until the CLI has `--backend`, dockwall's app functions run with NftablesBackend in the
 sandbox's host namespace through a tiny runner (RUNNER below). Every test leaves the host as
@@ -181,14 +182,29 @@ def test_remove_gives_back_plain_docker(
     assert probe(host.sandbox, list(baseline)) == baseline
 
 
+def dockers_tables(seeded: SeededSandbox) -> dict[str, str]:
+    """Docker's own nftables tables (iptables-nft's, or on Docker 29's nftables firewall
+    backend its `ip docker-bridges` / `ip6 docker-bridges`), by name, without counters."""
+    names = [line for line in nft(seeded, "list", "tables").splitlines() if "dockwall" not in line]
+    return {
+        name: re.sub(r"packets \d+ bytes \d+", "", nft(seeded, "list", *name.split()))
+        for name in names
+    }
+
+
+DOCKERS_TABLES = {"29-nftables": {"table ip docker-bridges", "table ip6 docker-bridges"}}
+
+
 def test_coexists_with_dockers_own_rules(host: SeededSandbox, tmp_path: Path) -> None:
-    """Docker's iptables(-nft) rules are untouched and still decide after our accept: its
-    tables stay, and what we allow reaches the containers only through Docker's DNAT."""
-    docker_rules = saved_rules(host)
+    """Docker's rules (iptables-nft's, or its nftables backend's tables) are untouched and
+    still decide after our accept: its tables stay, and what we allow reaches the containers
+    only through Docker's DNAT."""
+    docker_rules, docker_tables = saved_rules(host), dockers_tables(host)
+    expected = DOCKERS_TABLES.get(host.engine, {"table ip filter", "table ip6 filter"})
+    assert expected <= set(docker_tables)
     apply(host, tmp_path / "policy.yaml")
-    tables = nft(host, "list", "tables")
-    assert "table inet dockwall" in tables and "table ip filter" in tables
-    assert "table ip6 filter" in tables
+    assert "table inet dockwall" in nft(host, "list", "tables")
+    assert dockers_tables(host) == docker_tables
     assert saved_rules(host) == docker_rules
     assert "priority filter - 10" in our_table(host)
 

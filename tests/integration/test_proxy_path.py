@@ -61,7 +61,7 @@ def baseline(default_config: SeededSandbox) -> dict[Case, bool]:
     return observed
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=BACKENDS, ids=[f"with-{b}" for b in BACKENDS])
 def host(
     default_config: SeededSandbox,
     baseline: dict[Case, bool],

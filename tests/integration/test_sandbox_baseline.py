@@ -33,15 +33,17 @@ pytestmark = pytest.mark.integration
 PUBLISHED = {"www-nginx": (80, 443), "admin-app": (8080,), "db": (5432,)}
 
 # Packets routed straight at a container's own address (no DNAT), from outside.
-# Docker 28 drops them in raw PREROUTING; 20.10 forwards them to published
-# container ports (and its FORWARD policy DROP stops the rest).
-DIRECT_ROUTING_REACHES_PUBLISHED = {"20.10": True, "28": False}
+# Docker 28 and 29 drop them in raw PREROUTING (29's nftables backend in its chain
+# raw-PREROUTING, "DROP DIRECT ACCESS"); 20.10 forwards them to published container
+# ports (and its FORWARD policy DROP stops the rest).
+DIRECT_ROUTING_REACHES_PUBLISHED = {"20.10": True, "28": False, "29": False, "29-nftables": False}
 
 # Docker sets the FORWARD policy to DROP when it turns IPv4 forwarding on.
 # The sandbox turns IPv6 forwarding on itself: 20.10 sets both policies to DROP
-# anyway, 28 leaves the ip6tables policy at ACCEPT (its DOCKER chain ends in a DROP
-# per bridge instead).
-IP6_FORWARD_POLICY = {"20.10": "DROP", "28": "ACCEPT"}
+# anyway, 28 and 29 leave the ip6tables policy at ACCEPT (their DOCKER chain ends in a
+# DROP per bridge instead). Docker 29's nftables backend writes no iptables rule at all
+# (test_nftables_mode_tables).
+IP6_FORWARD_POLICY = {"20.10": "DROP", "28": "ACCEPT", "29": "ACCEPT"}
 
 
 def host_address(side: Side, version: int) -> IPv4Address | IPv6Address:
@@ -91,7 +93,7 @@ def test_published_ports_match_the_scenario(seeded_sandbox: SeededSandbox) -> No
 def test_ipv6_publishing_is_kernel_dnat(seeded_sandbox: SeededSandbox) -> None:
     """IPv6 clients reach the container with their own address (no userland proxy).
 
-    So a firewall in FORWARD sees IPv6 published traffic, on both engines.
+    So a firewall in FORWARD sees IPv6 published traffic, on every engine.
     """
     sandbox = seeded_sandbox.sandbox
     admin: ContainerInfo = seeded_sandbox.scenario["admin-app"]
@@ -136,11 +138,44 @@ def test_forward_policies(seeded_sandbox: SeededSandbox) -> None:
     sandbox = seeded_sandbox.sandbox
     sysctl = sandbox.run_in_host(["/usr/sbin/sysctl", "-n", "net.ipv4.ip_forward"]).stdout
     assert sysctl.strip() == "1"
+    if seeded_sandbox.engine not in IP6_FORWARD_POLICY:  # Docker's nftables backend
+        assert sandbox.run_in_host(["/usr/sbin/iptables-save"]).stdout.strip() == ""
+        assert sandbox.run_in_host(["/usr/sbin/ip6tables-save"]).stdout.strip() == ""
+        return
     v4 = sandbox.run_in_host(["/usr/sbin/iptables", "-S", "FORWARD"]).stdout.splitlines()
     v6 = sandbox.run_in_host(["/usr/sbin/ip6tables", "-S", "FORWARD"]).stdout.splitlines()
     assert v4[0] == "-P FORWARD DROP"
     assert v6[0] == f"-P FORWARD {IP6_FORWARD_POLICY[seeded_sandbox.engine]}"
     assert "-A FORWARD -j DOCKER-USER" in v4
+
+
+def test_nftables_mode_tables(seeded_sandbox: SeededSandbox) -> None:
+    """Docker 29's nftables backend: its own tables, a forward base chain at priority
+    filter with policy accept, per-bridge drops of unpublished ports, and no DOCKER-USER
+    (no iptables table at all: test_forward_policies). On the iptables engines, no
+    docker-bridges table."""
+    sandbox = seeded_sandbox.sandbox
+    tables = sandbox.run_in_host(["/usr/sbin/nft", "list", "tables"]).stdout.splitlines()
+    if seeded_sandbox.engine != "29-nftables":
+        assert not [line for line in tables if "docker-bridges" in line]
+        return
+    assert set(tables) == {"table ip docker-bridges", "table ip6 docker-bridges"}
+    for family in ("ip", "ip6"):
+        chain = sandbox.run_in_host(
+            ["/usr/sbin/nft", "list", "chain", family, "docker-bridges", "filter-FORWARD"]
+        ).stdout
+        assert "type filter hook forward priority filter; policy accept;" in chain
+        bridge = sandbox.run_in_host(
+            [
+                "/usr/sbin/nft",
+                "list",
+                "chain",
+                family,
+                "docker-bridges",
+                "filter-forward-in__docker0",
+            ]
+        ).stdout
+        assert 'drop comment "UNPUBLISHED PORT DROP"' in bridge
 
 
 @pytest.mark.parametrize("version", [4, 6])

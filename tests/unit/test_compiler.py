@@ -10,6 +10,7 @@ import pytest
 from dockwall import explain
 from dockwall.compiler import closed, compile_policy, selects
 from dockwall.hoststate import Container, Endpoint
+from dockwall.packets import Decision, Outcome
 from dockwall.policy import Selector, parse_policy
 from dockwall.ruleset import Listener
 from dockwall.values import Family, Proto
@@ -107,3 +108,30 @@ def test_closed_keeps_the_known_host_ports_governed_and_selects_no_container() -
     assert ruleset.listeners == known
     assert all(a.destinations in (None, ()) for a in ruleset.allows)
     assert all(not a.listeners for a in ruleset.allows)
+
+
+@pytest.mark.parametrize(
+    ("engine", "firewall", "published", "direct"),
+    [
+        ("20.10.24", "not reported", "Docker forwards it to admin-app:80/tcp",
+         "Docker forwards it to db:5432/tcp (a published container port)"),
+        ("29.7.2", "iptables", "Docker forwards it to admin-app:80/tcp",
+         "Docker 29.7.2 drops traffic routed straight at container addresses (raw PREROUTING)"),
+        ("29.7.2", "nftables",
+         "Docker forwards it to admin-app:80/tcp (nftables: ip docker-bridges, chain "
+         "filter-forward-in__docker0)",
+         "Docker 29.7.2 drops traffic routed straight at container addresses (nftables: "
+         "ip6 docker-bridges, chain raw-PREROUTING)"),
+    ],
+)  # fmt: skip
+def test_what_docker_does_next_by_engine_and_firewall(
+    engine: str, firewall: str, published: str, direct: str
+) -> None:
+    """As seen with real packets on each engine (test_sandbox_baseline, test_check_property)."""
+    host = load_host(SCENARIOS / "seed" / "host.yaml")
+    policy = parse_policy(b"version: 1\nrules:\n  - {name: all, from: any}\n", "p.yaml")
+    allowed = Decision(Outcome.ALLOWED, "governed", "", "all")
+    found = explain.targets(host, "198.51.100.1", Family.V4, 8080, Proto.TCP)
+    found += explain.targets(host, "2001:db8:d0c:1::2", Family.V6, 5432, Proto.TCP)
+    said = explain.verdicts(found, [allowed, allowed], policy, engine, firewall)
+    assert [v.docker_next for v in said] == [published, direct]

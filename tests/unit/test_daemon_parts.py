@@ -110,6 +110,11 @@ add element inet dockwall dst4_tcp-web { 192.0.2.9 . 80 }
 # new generation 5 by process 700 (python3)
 add rule ip filter DOCKER-USER counter packets 0 bytes 0 return
 # new generation 6
+add chain ip docker-bridges raw-PREROUTING { type filter hook prerouting priority raw; }
+add rule ip docker-bridges filter-forward-in__docker0 ct state established,related accept
+# new generation 7 by process 6600 (nft)
+delete table inet dockwall
+# new generation 8 by process 6601 (nft)
 """
 
 
@@ -120,4 +125,5 @@ def test_only_foreign_transactions_on_watched_tables_wake_the_daemon() -> None:
         "add rule ip filter FOO counter packets 0 bytes 0 return "
         "(by process 6571 (iptables-restor))",
         "add rule ip filter DOCKER-USER counter packets 0 bytes 0 return",
+        "delete table inet dockwall (by process 6601 (nft))",  # not Docker 29's own tables
     ]

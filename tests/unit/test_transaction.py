@@ -53,11 +53,15 @@ def test_fresh_host_gets_chains_and_jumps_in_docker_user_and_forward() -> None:
 
 
 def test_without_docker_user_the_hook_is_the_top_of_forward() -> None:
+    """As on Docker 29's nftables firewall backend (no iptables chain of Docker's at all)."""
     change = transaction.to_apply(Family.V6, saved_from(""), WANTED)
     assert change.payload.splitlines()[-3:-1] == [
         "-I FORWARD 1 -j DOCKWALL",
         "-I INPUT 1 -j DOCKWALL-INPUT",
     ]
+    assert change.hook == (
+        "jump to DOCKWALL at the top of FORWARD, and from INPUT (there is no DOCKER-USER to hook)"
+    )
 
 
 def test_a_docker_user_that_forward_never_jumps_to_is_not_the_hook() -> None:

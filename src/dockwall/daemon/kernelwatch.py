@@ -25,7 +25,10 @@ from dockwall.daemon.triggers import Kind, Trigger, Triggers
 
 log = logging.getLogger(__name__)
 
-WATCHED = (" filter ", " dockwall ")  # iptables' filter tables and dockwall's nftables table
+# What a line changed: iptables' filter tables, dockwall's table. Not Docker 29's nftables
+# tables (`ip docker-bridges`: their chains are "type filter" too), which Docker rewrites on
+# every container start and stop and which change nothing of dockwall's.
+WATCHED = re.compile(r"\w+ \w+ (?:ip|ip6|inet) (?:filter|dockwall)(?:\s|$)")
 GENERATION = re.compile(r"# new generation \d+(?: by process (\d+) \((.*)\))?")
 
 
@@ -42,7 +45,7 @@ class Transactions:
         and who did it; else None."""
         end = GENERATION.match(line)
         if end is None:
-            if not self._touched and any(word in line for word in WATCHED):
+            if not self._touched and WATCHED.match(line):
                 self._touched = line.strip()[:200]
             return None
         touched, self._touched = self._touched, ""
@@ -52,7 +55,13 @@ class Transactions:
         return f"{touched} (by process {pid} ({end.group(2)}))" if pid else touched
 
 
-RESTART_PAUSE = 5.0  # seconds before starting nft monitor again if it ended
+# nft monitor can end by itself: nftables 1.0.6 (Debian 12) was seen to crash (SIGSEGV, or
+# "utils.c:38: Memory allocation failure") while Docker 29's nftables backend and dockwall
+# write. It is started again at once, and what changed meanwhile is checked; a monitor that
+# keeps dying young is started again after a pause that doubles up to RESTART_PAUSE.
+FIRST_PAUSE = 0.05  # seconds
+RESTART_PAUSE = 5.0
+LIVED_LONG = 2.0  # seconds: a monitor that ran this long restarts after FIRST_PAUSE again
 STOP_WAIT = 5.0
 
 
@@ -79,19 +88,29 @@ class KernelWatch(threading.Thread):
         if nft is None:
             log.debug("no nft: rule changes are found by the timed drift check only")
             return
+        pause, again = FIRST_PAUSE, False
         while not self._stopping.is_set():
-            self._watch(nft)
-            self._stopping.wait(RESTART_PAUSE)
+            started = time.monotonic()
+            self._watch(nft, again)
+            young = time.monotonic() - started < LIVED_LONG
+            pause = min(pause * 2, RESTART_PAUSE) if young else FIRST_PAUSE
+            again = True
+            self._stopping.wait(pause)
 
-    def _watch(self, nft: str) -> None:
+    def _watch(self, nft: str, again: bool) -> None:
+        """Run nft monitor until it ends; again: it ran before, so check what changed while
+        it was not there."""
         try:
             self._child = subprocess.Popen(
-                [nft, "monitor"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+                [nft, "monitor"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
         except OSError as exc:
             log.warning("cannot watch rule changes", extra={"fields": {"error": exc}})
             return
         log.debug("watching nftables for rule changes")
+        if again:
+            what = "nft monitor started again (changes while it was not running are unseen)"
+            self._triggers.put(Trigger(Kind.KERNEL_CHANGED, what, time.time()))
         assert self._child.stdout is not None
         transactions = Transactions(proc.ours)
         for line in self._child.stdout:
@@ -101,4 +120,12 @@ class KernelWatch(threading.Thread):
             if foreign is not None:
                 log.debug("rules changed by someone else", extra={"fields": {"what": foreign}})
                 self._triggers.put(Trigger(Kind.KERNEL_CHANGED, foreign, time.time()))
-        self._child.wait()
+        self._ended(self._child)
+
+    def _ended(self, child: subprocess.Popen[str]) -> None:
+        """nft monitor ended by itself: say how, since until it is back only the timed
+        drift check guards."""
+        code = child.wait()
+        error = child.stderr.read().strip()[-300:] if child.stderr else ""
+        if not self._stopping.is_set():
+            log.warning("nft monitor ended", extra={"fields": {"code": code, "error": error}})

@@ -11,6 +11,7 @@ from dockwall.backends.iptables.saved import HOOK_CHAINS, JUMPS, Saved
 from dockwall.values import Family
 
 DOCKER_USER_JUMP = "-j DOCKER-USER"
+NO_DOCKER_USER = " (there is no DOCKER-USER to hook)"  # Docker 20.10's ip6tables, Docker's nftables
 
 
 def hook_chains(saved: Saved) -> list[str]:
@@ -18,9 +19,12 @@ def hook_chains(saved: Saved) -> list[str]:
     made it in this family), and the top of FORWARD, below nothing but Docker's jump to
     DOCKER-USER. Two jumps, so that a flushed DOCKER-USER (a common way to reset one's own
     rules) opens nothing, and a Docker that restarts and puts its jumps on top of FORWARD
-    still meets DOCKER-USER's. Where there is no DOCKER-USER (ip6tables on Docker 20.10, a
-    host before Docker), FORWARD only. Evaluating the chains twice gives the same verdict.
-    And the top of INPUT, for the proxy path (DOCKWALL-INPUT)."""
+    still meets DOCKER-USER's. Where there is no DOCKER-USER (ip6tables on Docker 20.10,
+    Docker 29's nftables firewall backend, a host before Docker), FORWARD only: a base chain
+    of its own beside Docker's (nftables: its filter-FORWARD, same hook and priority), where
+    a drop is final and an accept hands the packet on to Docker's chains. Evaluating the
+    chains twice gives the same verdict. And the top of INPUT, for the proxy path
+    (DOCKWALL-INPUT)."""
     forward = saved.hooks.get("FORWARD", [])
     hooks = ["DOCKER-USER", "FORWARD"] if DOCKER_USER_JUMP in forward else ["FORWARD"]
     return [*hooks, "INPUT"]
@@ -52,6 +56,8 @@ def to_apply(family: Family, saved: Saved, wanted: Chains, undoable: bool = True
         lines += [f"-I {hook} 1 {JUMPS[hook]}" for hook in hooks]
         forward = [h for h in hooks if h != "INPUT"]
         note = f"jump to {ENTRY} at the top of {' and '.join(forward)}, and from INPUT"
+        if forward == ["FORWARD"]:
+            note += NO_DOCKER_USER
     added, removed = _diff(saved.chains, wanted)
     undo = _undo(family, saved, wanted) if undoable else ""
     return FamilyChange(family, _transaction(lines), added, removed, note, undo)

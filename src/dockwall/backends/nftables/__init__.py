@@ -9,6 +9,6 @@ the kernel) / evaluate (check).
 """
 
 from dockwall.backends.nftables.backend import NftablesBackend
-from dockwall.backends.nftables.docker import docker_uses_nftables
+from dockwall.backends.nftables.docker import docker_firewall_backend, docker_uses_nftables
 
-__all__ = ["NftablesBackend", "docker_uses_nftables"]
+__all__ = ["NftablesBackend", "docker_firewall_backend", "docker_uses_nftables"]

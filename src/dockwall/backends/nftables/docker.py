@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+NOT_REPORTED = "not reported (an engine before API 1.49: iptables)"
+
 
 def docker_uses_nftables(info: Mapping[str, object]) -> bool:
     """True if the engine programs nftables directly (Docker 29's `--firewall-backend
@@ -17,3 +19,11 @@ def docker_uses_nftables(info: Mapping[str, object]) -> bool:
     if not isinstance(driver, str):
         return False
     return driver.split("+", 1)[0].strip().lower() == "nftables"
+
+
+def docker_firewall_backend(info: Mapping[str, object]) -> str:
+    """The firewall backend Docker reports in `/info` ("iptables", "nftables",
+    "nftables+firewalld", ...), or NOT_REPORTED (Docker 20.10 does not say)."""
+    backend = info.get("FirewallBackend")
+    driver = backend.get("Driver") if isinstance(backend, Mapping) else None
+    return driver if isinstance(driver, str) and driver else NOT_REPORTED
