@@ -23,7 +23,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 NS_PREFIX = "dwsb-"
 
 # Docker's own networks.
-DEFAULT_BRIDGE_BIP = "192.0.2.1/25"
+DEFAULT_BRIDGE_BIP = "192.0.2.1/26"  # 192.0.2.64/26 is left for tests' own networks
 DEFAULT_BRIDGE_V6 = IPv6Network("2001:db8:d0c::/64")
 DBNET_V4 = IPv4Network("192.0.2.128/25")
 DBNET_V6 = IPv6Network("2001:db8:d0c:1::/64")

@@ -25,10 +25,11 @@ pytestmark = pytest.mark.integration
 BACKENDS = ["iptables", "nftables"]
 BRIDGE = "com.docker.network.bridge.name"
 NETWORKS = {  # name: (bridge, IPv4 subnet, IPv6 subnet); inside the Docker host only
-    "oddnet": ('x"y', "172.31.90.0/24", "2001:db8:d0c:90::/64"),
-    "wallnet": ("wall0", "172.31.91.0/24", "2001:db8:d0c:91::/64"),
-    "oddlate": ("o'late", "172.31.92.0/24", "2001:db8:d0c:92::/64"),
-    "latenet": ("late0", "172.31.93.0/24", "2001:db8:d0c:93::/64"),
+    # (in 192.0.2.64/26, which the sandbox's docker0 leaves free: documentation ranges only)
+    "oddnet": ('x"y', "192.0.2.64/28", "2001:db8:d0c:90::/64"),
+    "wallnet": ("wall0", "192.0.2.80/28", "2001:db8:d0c:91::/64"),
+    "oddlate": ("o'late", "192.0.2.96/28", "2001:db8:d0c:92::/64"),
+    "latenet": ("late0", "192.0.2.112/28", "2001:db8:d0c:93::/64"),
 }
 CRAFTED = {  # the docker CLI refuses whitespace in label keys, not in values
     '";-jACCEPT': '"; -j ACCEPT',
@@ -54,6 +55,20 @@ def create_network(seeded: SeededSandbox, name: str) -> None:
     )
 
 
+def docker_refuses_odd_bridges(seeded: SeededSandbox) -> str:
+    """Docker 29 with its nftables firewall backend writes the bridge name into its own nft
+    rules and fails on every name dockwall would refuse (x"y, o'late, a+b, a{b, ... seen):
+    such a network is never created there, so there is nothing to quarantine. Asserted."""
+    for name in ("oddnet", "oddlate"):
+        bridge, v4, v6 = NETWORKS[name]
+        done = seeded.sandbox.docker(
+            "network", "create", "--ipv6", "--subnet", v4, "--subnet", v6,
+            "-o", f"{BRIDGE}={bridge}", name, check=False,
+        )  # fmt: skip
+        assert done.returncode != 0 and "adding rules for bridge" in done.stderr, done
+    return ", ".join(repr(NETWORKS[n][0]) for n in ("oddnet", "oddlate"))
+
+
 def remove(seeded: SeededSandbox, containers: list[str], networks: list[str]) -> None:
     for name in containers:
         seeded.sandbox.docker("rm", "-f", name, check=False)
@@ -67,6 +82,9 @@ def odd(seeded_sandbox: SeededSandbox) -> Iterator[tuple[Scenario, dict[Case, bo
     9091, and what plain Docker lets through to them and to the seed's containers."""
     seeded = seeded_sandbox
     dockwall(seeded.sandbox, "remove")
+    if seeded.engine == "29-nftables":
+        refused = docker_refuses_odd_bridges(seeded)
+        pytest.skip(f"Docker 29's nftables firewall backend itself refuses {refused}")
     create_network(seeded, "oddnet")
     create_network(seeded, "wallnet")
     box = seeded.sandbox
@@ -113,7 +131,7 @@ def test_odd_network_is_quarantined_and_the_rest_governed(
     seeded, (_, baseline) = seeded_sandbox, odd
     done = dockwall(seeded.sandbox, "apply", policy=policy(tmp_path, backend))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "network 'oddnet' quarantined" in done.stderr and "172.31.90.0/24" in done.stderr
+    assert "network 'oddnet' quarantined" in done.stderr and "192.0.2.64/28" in done.stderr
     observed = probe(seeded.sandbox, list(baseline))
     wrong = mismatches(observed, expected(baseline))  # type: ignore[arg-type]
     assert not wrong, "\n".join(wrong) + "\n" + seeded.sandbox.firewall_dump()
@@ -150,7 +168,7 @@ def test_labels_crafted_as_rule_text_change_nothing(
         + "  - {name: labelled, from: any, via: eth0, to: {label: x}, ports: [8085]}\n"
         + f"backend: {backend}\n"
     )
-    box, at = seeded.sandbox, ip_address("172.31.91.50")
+    box, at = seeded.sandbox, ip_address("192.0.2.90")
     box.docker("rm", "-f", "crafted", check=False)  # left by an earlier failed run
     box.start_container("crafted", [(8085, 80)], "wallnet", labels={"x": "plain"}, ip=at)
     assert dockwall(box, "apply", policy=path).returncode == 0

@@ -60,7 +60,7 @@ def test_without_docker_user_the_hook_is_the_top_of_forward() -> None:
         "-I INPUT 1 -j DOCKWALL-INPUT",
     ]
     assert change.hook == (
-        "jump to DOCKWALL at the top of FORWARD, and from INPUT (there is no DOCKER-USER to hook)"
+        "jump to DOCKWALL at the top of FORWARD (there is no DOCKER-USER to hook), and from INPUT"
     )
 
 

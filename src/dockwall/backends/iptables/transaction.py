@@ -55,9 +55,8 @@ def to_apply(family: Family, saved: Saved, wanted: Chains, undoable: bool = True
         lines += _unhook(saved)
         lines += [f"-I {hook} 1 {JUMPS[hook]}" for hook in hooks]
         forward = [h for h in hooks if h != "INPUT"]
-        note = f"jump to {ENTRY} at the top of {' and '.join(forward)}, and from INPUT"
-        if forward == ["FORWARD"]:
-            note += NO_DOCKER_USER
+        note = f"jump to {ENTRY} at the top of {' and '.join(forward)}"
+        note += (NO_DOCKER_USER if forward == ["FORWARD"] else "") + ", and from INPUT"
     added, removed = _diff(saved.chains, wanted)
     undo = _undo(family, saved, wanted) if undoable else ""
     return FamilyChange(family, _transaction(lines), added, removed, note, undo)
