@@ -102,7 +102,11 @@ class KernelWatch(threading.Thread):
         it was not there."""
         try:
             self._child = subprocess.Popen(
-                [nft, "monitor"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                [nft, "monitor"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                errors="replace",  # nft 1.0.6 prints stray bytes for some sets: not fatal
             )
         except OSError as exc:
             log.warning("cannot watch rule changes", extra={"fields": {"error": exc}})
