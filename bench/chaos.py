@@ -488,15 +488,7 @@ class Chaos:
             self._flush_nftables(event)
         else:
             self._flush_iptables(event)
-        flushed_at = time.time()
-        # Wait for dockwall's repair, so that the window is this flush's alone.
-        while not self._repaired():
-            if time.time() - flushed_at > REPAIR_WAIT:
-                event.extra["repaired_after_s"] = None
-                return
-            time.sleep(0.02)
-        event.t1 = time.time()
-        event.extra["repaired_after_s"] = round(event.t1 - flushed_at, 3)
+        self._await_repair(event)
 
     def flush_input(self, event: Event) -> None:
         """The proxy path's hook flushed (what a firewall script's reset does): `iptables -F
@@ -509,6 +501,10 @@ class Chaos:
             for tool in ("iptables", "ip6tables"):
                 self.box.run_in_host([tool, "-w", "-F", "INPUT"], check=False)
             event.detail = "iptables -F INPUT, ip6tables -F INPUT"
+        self._await_repair(event)
+
+    def _await_repair(self, event: Event) -> None:
+        """Wait for dockwall's repair, so that the window is this flush's alone."""
         flushed_at = time.time()
         while not self._repaired():
             if time.time() - flushed_at > REPAIR_WAIT:
