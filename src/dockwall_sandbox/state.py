@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,13 +74,21 @@ class StateDirs:
         self.owner_file.write_text(f"{pid} {_start_time(pid)}\n")
 
     def owner_alive(self) -> bool:
-        """True if the process that made this run is still running."""
+        """True if the process that made this run is still running. A run whose owner file
+        is not written yet (its folders made a moment ago, by another test session) counts
+        as alive: removing it would pull a sandbox from under a session that is starting."""
         try:
             pid_text, start = self.owner_file.read_text().split()
         except (OSError, ValueError):
-            return False
+            return self._just_made()
         pid = int(pid_text)
         return pid_alive(pid) and _start_time(pid) == start
+
+    def _just_made(self, grace: float = 60.0) -> bool:
+        try:
+            return time.time() - self.run.stat().st_mtime < grace
+        except OSError:
+            return False
 
     def record_helper(self, pid: int) -> None:
         with self.helper_pidfile.open("a") as handle:
