@@ -7,10 +7,11 @@ ints. An object with a value that fails is quarantined (HostState.quarantined), 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
 API_TIMEOUT = 10  # seconds, for every Engine API call
+# A created container's inspect waits while Docker starts it (Docker holds the container's
+# lock for the whole start, ~0.3-0.6 s): the snapshot must not wait with it, or the events
+# before (a die, say) reach the kernel that much later. Left out, it is governed at start.
+CREATED_INSPECT_TIMEOUT = 0.1  # seconds
 T = TypeVar("T")
 
 
@@ -176,17 +181,35 @@ def _container(raw: Mapping[str, Any]) -> Container:
 def _starting(client: docker.DockerClient) -> tuple[Container, ...]:
     """Containers created and not started yet, with the host ports they will be published
     on (from their configuration): governed on docker-proxy's path before it listens. One
-    that can't be read (gone meanwhile, an odd value) is left out: it has no address yet."""
+    that can't be read (gone meanwhile, an odd value, or being started right now, see
+    CREATED_INSPECT_TIMEOUT) is left out: it has no address yet, and its start event
+    brings it in."""
+    listed = _listed(client.api.containers(all=True, filters={"status": "created"}))
     found = []
-    for raw in _listed(client.api.containers(all=True, filters={"status": "created"})):
-        try:
-            cid = _text(raw["Id"]) if isinstance(raw, Mapping) else _text(raw)
-            found.append(_created(client.api.inspect_container(cid)))
-        except docker.errors.NotFound:
-            continue
-        except (UnsafeValueError, KeyError, ValueError, TypeError, AttributeError) as exc:
-            log.debug("created container left out: %s", _reason(exc))
+    with _timeout(client.api, CREATED_INSPECT_TIMEOUT):
+        for raw in listed:
+            try:
+                cid = _text(raw["Id"]) if isinstance(raw, Mapping) else _text(raw)
+                found.append(_created(client.api.inspect_container(cid)))
+            except docker.errors.NotFound:
+                continue
+            except requests.exceptions.Timeout:
+                log.debug("created container left out: being started, governed at its start")
+            except (UnsafeValueError, KeyError, ValueError, TypeError, AttributeError) as exc:
+                log.debug("created container left out: %s", _reason(exc))
     return tuple(found)
+
+
+@contextlib.contextmanager
+def _timeout(api: docker.APIClient, seconds: float) -> Iterator[None]:
+    """The client's timeout for the calls inside (the SDK reads it per request; a client is
+    used by one thread: the snapshot's)."""
+    before = api.timeout
+    api.timeout = seconds  # type: ignore[assignment]  # the stubs say int; requests takes float
+    try:
+        yield
+    finally:
+        api.timeout = before
 
 
 def _created(detail: Mapping[str, Any]) -> Container:

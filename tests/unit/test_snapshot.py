@@ -7,6 +7,7 @@ from typing import cast
 
 import docker
 import pytest
+import requests.exceptions
 
 from dockwall import snapshot
 from dockwall.errors import DockerError, UnsafeValueError
@@ -81,6 +82,8 @@ def test_bridge_names() -> None:
 
 
 class FakeApi:
+    timeout = snapshot.API_TIMEOUT
+
     def __init__(self, networks: object, containers: object) -> None:
         self._networks, self._containers = networks, containers
 
@@ -196,3 +199,34 @@ def test_a_created_container_brings_its_configured_host_ports() -> None:
         snapshot._created(
             {**detail, "HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "x"}]}}}
         )
+
+
+class StartingApi(FakeApi):
+    """Two created containers: one Docker is starting (its inspect waits on the container's
+    lock, so the call times out) and one at rest."""
+
+    def __init__(self) -> None:
+        super().__init__([], [])
+        self.timeouts: list[float] = []
+
+    def containers(self, all: bool = False, filters: object = None) -> object:
+        return [{"Id": "b" * 64}, {"Id": "c" * 64}] if all else []
+
+    def inspect_container(self, cid: str) -> object:
+        self.timeouts.append(self.timeout)
+        if cid.startswith("b"):
+            raise requests.exceptions.ReadTimeout("read timed out")
+        return {"Id": cid, "Name": "/rest", "Config": {}, "HostConfig": {}}
+
+
+def test_a_container_being_started_is_left_out_without_delaying_the_snapshot() -> None:
+    """The inspect of a created container is bounded (CREATED_INSPECT_TIMEOUT, not the usual
+    API timeout): the one being started is left out (its start event brings it in) and the
+    snapshot, with the events before it, goes on."""
+    client = FakeClient([], [])
+    client.api = StartingApi()
+    host = snapshot.take(cast(docker.DockerClient, client), "28.5.2")
+    assert [c.name for c in host.containers] == ["rest"]
+    assert client.api.timeouts == [snapshot.CREATED_INSPECT_TIMEOUT] * 2
+    assert client.api.timeout == snapshot.API_TIMEOUT
+    assert snapshot.CREATED_INSPECT_TIMEOUT < 0.2
