@@ -192,6 +192,7 @@ def status(policy_path: Path, docker_host: str | None, as_json: bool, backend: s
         "docker_version": ctx.host.docker_version,
         "quarantined": report.quarantine_json(ctx.host),
         "docker_firewall_backend": app.docker_firewall(docker_host),
+        "unseen_proxy_ports": report.unseen_proxy_ports(kernel.name, ctx.host.proxy_cgroup),
     }
     if as_json:
         click.echo(report.status_json(header, rows, hits))

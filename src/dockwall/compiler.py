@@ -11,7 +11,7 @@ from fnmatch import fnmatchcase
 from dockwall.hoststate import Container, HostState, Quarantined
 from dockwall.policy import Policy, Rule, Selector
 from dockwall.ruleset import Allow, Listener, Ruleset
-from dockwall.values import IPNetwork, PortRange
+from dockwall.values import IPNetwork, PortRange, ProxyCgroup
 
 DEFAULT_BRIDGE_PREFIXES = ("br-",)  # Docker's names for user-defined bridges made later
 DEFAULT_BRIDGES = ("docker0",)  # governed even before Docker is seen (fail closed)
@@ -50,16 +50,20 @@ def compile_policy(policy: Policy, host: HostState) -> Compiled:
         quarantine,
         q_bridges,
         listening(host.containers),
+        host.proxy_cgroup,
     )
     return Compiled(ruleset, tuple(warnings))
 
 
-def closed(policy: Policy, listeners: tuple[Listener, ...]) -> Ruleset:
+def closed(
+    policy: Policy, listeners: tuple[Listener, ...], proxy_cgroup: ProxyCgroup | None = None
+) -> Ruleset:
     """The policy for a host whose containers can't be known (Docker away or not seen yet):
     no container is selected, so only rules for every container let anyone in, and the host
     ports last known to be published stay governed on the proxy path (a Docker starting
-    again starts docker-proxy for its containers before it answers)."""
-    empty = HostState((), (), frozenset())
+    again starts docker-proxy for its containers before it answers), as do the others
+    docker-proxy starts in dockerd's cgroup (the same again after a restart by systemd)."""
+    empty = HostState((), (), frozenset(), proxy_cgroup=proxy_cgroup)
     return replace(compile_policy(policy, empty).ruleset, listeners=listeners)
 
 

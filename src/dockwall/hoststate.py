@@ -6,7 +6,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from dockwall.values import Family, IPAddress, IPNetwork, Proto
+from dockwall.values import Family, IPAddress, IPNetwork, Proto, ProxyCgroup
 
 ANY = {Family.V4: ipaddress.ip_network("0.0.0.0/0"), Family.V6: ipaddress.ip_network("::/0")}
 
@@ -89,6 +89,7 @@ class HostState:
     interfaces: frozenset[str]  # host interface names, for warnings about `via`
     docker_version: str = "unknown"
     quarantined: tuple[Quarantined, ...] = ()
+    proxy_cgroup: ProxyCgroup | None = None  # None: unknown (remote Docker, root cgroup)
 
     def names(self) -> dict[str, str]:
         """Container name by address (as text), every network."""

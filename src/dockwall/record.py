@@ -16,7 +16,7 @@ from typing import Any
 
 from dockwall.hoststate import HostState
 from dockwall.ruleset import Allow, Listener, Ruleset
-from dockwall.values import LogRate, PortRange, Proto, Verdict
+from dockwall.values import LogRate, PortRange, Proto, ProxyCgroup, Verdict
 
 DEFAULT_PATH = Path("/run/dockwall/applied.json")
 
@@ -100,6 +100,7 @@ def _ruleset(r: Ruleset) -> dict[str, Any]:
             for a in r.allows
         ],
         "listeners": _listeners(r.listeners),
+        "proxy_cgroup": _cgroup(r.proxy_cgroup),
     }
 
 
@@ -129,7 +130,21 @@ def _from_ruleset(doc: dict[str, Any]) -> Ruleset:
         _from_nets(doc.get("quarantine", [])),
         tuple(doc.get("quarantine_bridges", [])),
         _from_listeners(doc.get("listeners")) or (),
+        _from_cgroup(doc.get("proxy_cgroup")),
     )
+
+
+def _cgroup(found: ProxyCgroup | None) -> dict[str, Any] | None:
+    if found is None:
+        return None
+    return {"path": found.path, "level": found.level, "own": [[p.value, n] for p, n in found.own]}
+
+
+def _from_cgroup(doc: dict[str, Any] | None) -> ProxyCgroup | None:
+    if doc is None:
+        return None
+    own = tuple((Proto(p), int(n)) for p, n in doc.get("own", []))
+    return ProxyCgroup(str(doc["path"]), int(doc["level"]), own)
 
 
 def _listeners(found: tuple[Listener, ...] | None) -> list[list[Any]] | None:

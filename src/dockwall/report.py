@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from dockwall import proxycgroup
 from dockwall.app import CheckResult, PlanResult
 from dockwall.backends.base import DEFAULT_HITS, Change, Hits
 from dockwall.compiler import quarantine_warning
@@ -16,7 +17,7 @@ from dockwall.exposure import ContainerExposure, PortExposure
 from dockwall.hoststate import HostState
 from dockwall.packets import Outcome, Route
 from dockwall.ruleset import Allow
-from dockwall.values import Family
+from dockwall.values import Family, ProxyCgroup
 
 
 def change_text(change: Change, verbose: bool = False) -> str:
@@ -279,7 +280,21 @@ def status_header(header: dict[str, Any]) -> str:
         f"applied {when}, installed rules match it: {match}, "
         f"backend {header['backend']}, Docker {header['docker_version']}\n"
         + docker_firewall_line(header)
+        + f"\ndocker-proxy's ports of a container dockwall has not seen yet: "
+        f"{header['unseen_proxy_ports']}"
     )
+
+
+def unseen_proxy_ports(backend: str, where: ProxyCgroup | None) -> str:
+    """What happens, on the proxy path, to a port of a container being started."""
+    if backend == "nftables" and where is not None and proxycgroup.exists(where):
+        return f'closed from the first packet (dockerd\'s cgroup "{where.path}")'
+    why = (
+        "iptables can't match a listening socket's cgroup"
+        if backend != "nftables"
+        else ("dockerd's cgroup is not known")
+    )
+    return f"open until dockwall has seen the container, within its reaction time ({why})"
 
 
 # What dockwall's rules do beside Docker's, by (Docker's firewall backend, dockwall's).

@@ -12,6 +12,7 @@ from dockwall.values import (
     LogRate,
     PortRange,
     Proto,
+    ProxyCgroup,
     Verdict,
 )
 
@@ -84,6 +85,9 @@ class Ruleset:
     quarantine: tuple[IPNetwork, ...] = ()  # addresses of quarantined networks and containers
     quarantine_bridges: tuple[str, ...] = ()  # bridges of quarantined networks (valid names)
     listeners: tuple[Listener, ...] = ()  # every published host port (the proxy path)
+    # where docker-proxy's sockets live: a listener there not in `listeners` (a container
+    # being started, not seen yet) gets `default`, where the backend can match it (nftables)
+    proxy_cgroup: ProxyCgroup | None = None
 
     def in_family(self, family: Family) -> Ruleset:
         allows = (a.in_family(family) for a in self.allows)

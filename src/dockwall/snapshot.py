@@ -19,6 +19,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from dockwall import proxycgroup
 from dockwall.errors import DockerError, UnsafeValueError
 from dockwall.hoststate import (
     Container,
@@ -67,7 +68,18 @@ def take(client: docker.DockerClient, version: str | None = None) -> HostState:
     containers, odd_containers = _each(raw_containers, _container, _odd_container)
     containers += starting
     quarantined = (*odd_networks, *odd_containers)
-    return HostState(containers, networks, host_interfaces(), version, quarantined)
+    proxy = proxycgroup.find(_socket_path(client))
+    return HostState(containers, networks, host_interfaces(), version, quarantined, proxy)
+
+
+def _socket_path(client: docker.DockerClient) -> str | None:
+    """The API's unix socket, if that is how Docker is reached."""
+    try:
+        adapter = client.api.get_adapter(client.api.base_url)
+    except (AttributeError, requests.exceptions.RequestException):
+        return None
+    path = getattr(adapter, "socket_path", None)
+    return path if isinstance(path, str) else None
 
 
 def _listed(answer: object) -> list[object]:
@@ -185,6 +197,8 @@ def _starting(client: docker.DockerClient) -> tuple[Container, ...]:
     CREATED_INSPECT_TIMEOUT) is left out: it has no address yet, and its start event
     brings it in."""
     listed = _listed(client.api.containers(all=True, filters={"status": "created"}))
+    if not listed:
+        return ()
     found = []
     with _timeout(client.api, CREATED_INSPECT_TIMEOUT):
         for raw in listed:

@@ -54,6 +54,39 @@ def checked_ifname(value: str) -> str:
     return value
 
 
+CGROUP_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@:-]{0,127}")
+
+
+@dataclass(frozen=True)
+class ProxyCgroup:
+    """dockerd's cgroup (v2), where the sockets of its docker-proxy processes live.
+
+    `path` is as nft names it (relative to /sys/fs/cgroup: "system.slice/docker.service",
+    or "unified/..." where cgroup v2 is mounted at /sys/fs/cgroup/unified), `level` the
+    cgroup's depth in the v2 hierarchy (the path's parts, less a leading "unified"). `own`:
+    the (protocol, port) pairs that processes in that cgroup other than docker-proxy listen
+    on (dockerd's API on TCP, Swarm's ports): never docker-proxy's, never touched."""
+
+    path: str
+    level: int
+    own: tuple[tuple[Proto, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        parts = self.path.split("/")
+        if not all(CGROUP_PART.fullmatch(p) and p not in {".", ".."} for p in parts):
+            raise UnsafeValueError(f"{self.path!r} is not a cgroup path dockwall writes")
+        if not 1 <= self.level == cgroup_level(self.path):
+            raise UnsafeValueError(f"cgroup {self.path!r} is not at level {self.level}")
+        if not all(1 <= port <= 65535 for _, port in self.own):
+            raise UnsafeValueError(f"bad port in {self.own}")
+
+
+def cgroup_level(path: str) -> int:
+    """The depth in the cgroup v2 hierarchy of a cgroup nft names by `path`."""
+    parts = path.split("/")
+    return len(parts) - (1 if parts[0] == "unified" else 0)
+
+
 @dataclass(frozen=True, order=True)
 class PortRange:
     """Ports the client dialed: first..last inclusive, one protocol."""

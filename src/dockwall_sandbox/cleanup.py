@@ -7,7 +7,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from . import daemon, netns
+from . import cgroup, daemon, netns
 from ._proc import UMOUNT, cmdline, pid_alive, run, stop_pid
 from .state import BASES, StateDirs, run_ids_on_disk
 from .topology import NS_PREFIX
@@ -73,6 +73,7 @@ def remove_run(dirs: StateDirs, spaces: netns.Namespaces, dockerd_pid: int | Non
     for pid in dict.fromkeys(pids):
         daemon.stop(pid, dirs)
     daemon.stop_runtime_leftovers(dirs)
+    cgroup.remove(dirs.run_id)
     unmount_all([dirs.run, dirs.data])
     existing = netns.list_namespaces()
     for name in spaces.all():
@@ -97,6 +98,7 @@ def cleanup_leftovers() -> list[str]:
     """
     ids = run_ids_on_disk()
     ids.update(rid for name in netns.list_namespaces() if (rid := _run_id_of(name)))
+    ids.update(cgroup.run_ids())
     removed = []
     for rid in sorted(ids):
         dirs = StateDirs(rid)

@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from . import cgroup
 from ._proc import (
     DOCKER_CLI,
     NSENTER,
@@ -73,6 +74,7 @@ def start(
             env=env,
             start_new_session=True,
         )
+    cgroup.place(proc.pid, dirs.run_id)  # nsenter execs dockerd: the same pid
     _wait_ready(proc, dirs, timeout)
     return proc.pid
 

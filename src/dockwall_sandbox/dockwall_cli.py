@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from ._proc import run
 from .netns import enter_argv
 from .sandbox import Sandbox
 
@@ -24,7 +25,9 @@ def dockwall(
         argv += ["-p", str(policy)]
     if args and args[0] != "remove":
         argv += ["--docker-host", sandbox.docker_host]
-    return sandbox.run_in_host(argv, check=False, env=_env(sandbox), timeout=120)
+    # nsenter, not `ip netns exec`: the machine's /sys stays, so dockwall finds dockerd's
+    # cgroup under /sys/fs/cgroup as on a real host (ip netns exec mounts a fresh sysfs)
+    return run(enter_argv(sandbox.host_ns, argv), check=False, env=_env(sandbox), timeout=120)
 
 
 class RunningDaemon:

@@ -15,7 +15,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from pathlib import Path
 from types import TracebackType
 
-from . import cleanup, daemon, netns
+from . import cgroup, cleanup, daemon, netns
 from ._proc import DOCKER_CLI, SandboxError, pid_alive, run
 from .containers import ContainerInfo, PortMap, Scenario, from_inspect
 from .engines import ENGINES, Engine
@@ -420,15 +420,26 @@ class Sandbox:
                 raise SandboxError("egress web server in WAN did not come up")
             time.sleep(0.1)
 
-    def start_host_service(self, port: int) -> None:
+    def start_host_service(self, port: int, in_dockerd_cgroup: bool = False) -> None:
         """busybox httpd in the HOST namespace itself on ``port`` (IPv4 and IPv6): a host
-        service, such as sshd, that Docker does not publish. Returns once it answers."""
+        service, such as sshd, that Docker does not publish. Returns once it answers.
+        ``in_dockerd_cgroup``: started in dockerd's cgroup, as dockerd's own API port on TCP
+        or Swarm's ports are (not docker-proxy's)."""
         www = self.dirs.run / f"host-www-{port}"
         www.mkdir(exist_ok=True)
         (www / "index.html").write_bytes(INDEX_HTML)
         serve = ["/bin/busybox", "httpd", "-f", "-p", f"[::]:{port}", "-h", str(www)]  # both
+        argv = netns.exec_argv(self.host_ns, serve)
+        if in_dockerd_cgroup:
+            where = cgroup.folder(self.dirs.run_id)
+            if where is None or not where.is_dir():
+                raise SandboxError("dockerd has no cgroup of its own in this sandbox")
+            # the process joins the cgroup before it opens its socket (a socket keeps the
+            # cgroup it was made in); a constant script, the path and argv as arguments
+            argv = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(where / "cgroup.procs")]
+            argv += netns.exec_argv(self.host_ns, serve)
         proc = subprocess.Popen(
-            netns.exec_argv(self.host_ns, serve),
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

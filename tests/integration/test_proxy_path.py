@@ -251,6 +251,59 @@ def test_a_created_container_is_closed_on_the_proxy_path_before_it_starts(
         sandbox.docker("rm", "-f", "late", check=False)
 
 
+DOCKERD_OWN = 2223  # a port a process in dockerd's cgroup listens on (not docker-proxy)
+
+
+def test_an_unseen_containers_port_is_closed_from_the_first_packet_with_nftables(
+    default_config: SeededSandbox, baseline: dict[Case, bool], tmp_path: Path
+) -> None:
+    """nftables matches the cgroup of the socket a packet is for: docker-proxy lives in
+    dockerd's cgroup, so a port it serves for a container dockwall has not seen (here never:
+    a one-shot apply, then `docker run`) is judged as a container no rule selects. The
+    stranger never gets in, an admin (a rule for every container) does; a port another
+    process in dockerd's cgroup listens on and the host's own service stay untouched; and
+    without dockwall the stranger reaches that port (the test is not vacuous)."""
+    sandbox = default_config.sandbox
+    sandbox.start_host_service(DOCKERD_OWN, in_dockerd_cgroup=True)
+    shutil.copy(EXAMPLE, tmp_path / "policy.yaml")
+    apply(default_config, tmp_path / "policy.yaml", "nftables")
+    port = 9095
+    stranger = (topo.WAN_STRANGER_6, topo.WAN_LINK.host6, port)
+    admin = (topo.WAN_ADMIN1_6, topo.WAN_LINK.host6, port)
+    untouched = [
+        (source, topo.WAN_LINK.host6, p)
+        for source in (topo.WAN_STRANGER_6, topo.WAN_ADMIN1_6)
+        for p in (DOCKERD_OWN, HOST_SERVICE)
+    ]
+    try:
+        chain = sandbox.run_in_host(["nft", "list", "chain", "inet", "dockwall", "input"]).stdout
+        assert "socket cgroupv2 level 1" in chain and f"dport {DOCKERD_OWN}" in chain, chain
+        said = dockwall(sandbox, "status", "--backend", "nftables", policy=tmp_path / "policy.yaml")
+        assert "not seen yet: closed from the first packet" in said.stdout, said.stdout
+        said = dockwall(sandbox, "status", "--backend", "iptables", policy=tmp_path / "policy.yaml")
+        assert "not seen yet: open until dockwall has seen" in said.stdout, said.stdout
+        leaked: list[bool] = []
+        prober = threading.Thread(
+            target=lambda: leaked.extend(
+                ok for _ in range(15) for ok in sandbox.probe_auto([stranger], timeout=0.3)
+            )
+        )
+        prober.start()
+        sandbox.docker(
+            "run", "-d", "--name", "unseen", "-p", f"{port}:80", IMAGE, "/bin/serve", "80"
+        )
+        assert eventually(lambda: sandbox.probe_auto([admin], timeout=0.5)[0]), chain
+        prober.join(60)
+        assert leaked and not any(leaked), leaked
+        assert not sandbox.probe_auto([stranger], timeout=0.5)[0], _installed(sandbox)
+        assert all(sandbox.probe_auto(untouched)), _installed(sandbox)
+        dockwall(sandbox, "remove")
+        assert eventually(lambda: sandbox.probe_auto([stranger], timeout=0.5)[0])
+    finally:
+        dockwall(sandbox, "remove")
+        sandbox.docker("rm", "-f", "unseen", check=False)
+
+
 def _installed(sandbox: Sandbox) -> str:
     nft = sandbox.run_in_host(["nft", "list", "ruleset"], check=False).stdout
     return sandbox.firewall_dump() + nft

@@ -231,7 +231,8 @@ class Daemon:
                 extra={FIELDS: {"error": exc}},
             )
             known = self.applied.listeners if self.applied is not None else ()
-            self._enforce(closed(self.policy, known), ["Docker went away"])
+            where = self.applied.proxy_cgroup if self.applied is not None else None
+            self._enforce(closed(self.policy, known, where), ["Docker went away"])
             self.host = None
         elif self.applied is None and not self._installed():
             log.warning(
@@ -240,9 +241,10 @@ class Daemon:
                 extra={FIELDS: {"error": exc}},
             )
             last = record.load()
-            self._enforce(
-                closed(self.policy, last.ruleset.listeners if last else ()), ["no Docker yet"]
+            known, where = (
+                (last.ruleset.listeners, last.ruleset.proxy_cgroup) if last else ((), None)
             )
+            self._enforce(closed(self.policy, known, where), ["no Docker yet"])
         else:
             log.debug("Docker unreadable; the installed rules stay", extra={FIELDS: {"error": exc}})
 

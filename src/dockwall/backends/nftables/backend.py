@@ -19,8 +19,9 @@ whole from what was planned, in one transaction too.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
-from dockwall import proc
+from dockwall import proc, proxycgroup
 from dockwall.backends.base import Change, Hits
 from dockwall.backends.nftables import (
     evaluate,
@@ -41,6 +42,16 @@ log = logging.getLogger(__name__)
 NFT = "nft"
 TIMEOUT = 30.0  # seconds for one listing or transaction
 _MISSING = "No such file or directory"  # what nft says when the table is not there
+
+
+def _writable(ruleset: Ruleset) -> Ruleset:
+    """ruleset without its proxy cgroup if that is gone (Docker stopped by systemd): nft
+    refuses a rule that names a cgroup it cannot find, and the rest must still be written."""
+    where = ruleset.proxy_cgroup
+    if where is None or proxycgroup.exists(where):
+        return ruleset
+    log.debug("dockerd's cgroup is gone; no rule for docker-proxy's unseen ports")
+    return replace(ruleset, proxy_cgroup=None)
 
 
 class NftablesBackend:
@@ -66,7 +77,7 @@ class NftablesBackend:
     def plan(self, ruleset: Ruleset, fresh: bool = True) -> Change:
         """fresh=False trusts what this object last applied (or found in sync) instead of
         reading the kernel again, when it knows that."""
-        wanted = self._render(ruleset)
+        wanted = self._render(_writable(ruleset))
         trusted = not fresh and self._known is not None
         if trusted:
             installed: Table | None = self._known
@@ -141,7 +152,7 @@ class NftablesBackend:
         policy not applied yet), the packets are still followed through ruleset, not through
         the installed rules; in_sync False says so. Without a table: NOT_INSTALLED."""
         installed = self.read()
-        wanted = render.render(ruleset)
+        wanted = render.render(_writable(ruleset))
         if installed is None:
             return [Decision(Outcome.NOT_INSTALLED, "", "", None) for _ in packets], False
         decided = [evaluate.evaluate(ruleset, wanted, p) for p in packets]

@@ -28,9 +28,11 @@ from dockwall.backends.nftables.model import (
     table,
 )
 from dockwall.errors import BackendError
+from dockwall.values import cgroup_level
 
 _VERDICTS = ("accept", "drop", "return", "continue")
 _QUOTED = ("iifname", "oifname")
+_CGROUP = {"socket": {"key": "cgroupv2"}}
 
 
 @dataclass(frozen=True)
@@ -193,7 +195,12 @@ def _log(value: dict[str, Any]) -> str | None:
 
 
 def _match(match: dict[str, Any]) -> str:
+    if match.get("left") == _CGROUP and isinstance(match.get("right"), str):
+        # nft's JSON leaves the level out: it is the path's depth, as render.py writes it
+        path = match["right"]
+        return f'socket cgroupv2 level {cgroup_level(path)} "{path}"'
     left = _left(match.get("left"))
+
     right = _right(match.get("right"), quoted=left in _QUOTED)
     op = match.get("op", "==")
     return f"{left} {right}" if op in ("==", "in") else f"{left} {op} {right}"

@@ -11,7 +11,10 @@
     chain input         hook input, priority -10, policy accept (the proxy path)
                         replies, loopback and traffic from bridges: accept; to a host port
                         Docker publishes (listen4/listen6: address . protocol . port):
-                        goto proxy; anything else (the host's own services) untouched
+                        goto proxy; a socket in dockerd's cgroup, a port not known yet
+                        (docker-proxy for a container being started): goto proxy, but
+                        dockerd's own ports there; anything else (the host's services)
+                        untouched
     chain proxy         the allows for every container as in governed; each other allow's
                         listeners (lsn4-<rule>); else [log] and the default verdict
 
@@ -56,6 +59,7 @@ from dockwall.values import (
     LogRate,
     PortRange,
     Proto,
+    ProxyCgroup,
     Verdict,
     checked_ifname,
     checked_name,
@@ -96,7 +100,24 @@ def _input_entry(ruleset: Ruleset, sets: dict[str, NftSet]) -> list[Rule]:
         found = [x for x in ruleset.listeners if x.family is family]
         name = _add(sets, f"listen{_DIGIT[family]}", _listener_type(family), _listening(found))
         rules.append(Rule((f"{_listened(family)} @{name}", f"goto {PROXY}")))
-    return rules
+    return rules + _unseen_listeners(ruleset.proxy_cgroup)
+
+
+def _unseen_listeners(where: ProxyCgroup | None) -> list[Rule]:
+    """A socket in dockerd's cgroup that is not a known listener: docker-proxy for a container
+    dockwall has not seen yet (being started). It is judged as a container no rule selects:
+    only allows for every container let anyone in. The ports dockerd's cgroup listens on
+    itself (`own`) are left alone."""
+    if where is None:
+        return []
+    sock = f'socket cgroupv2 level {where.level} "{where.path}"'
+    rules = []
+    for proto in Proto:
+        own = sorted(str(port) for p, port in where.own if p is proto)
+        if own:
+            dports = own[0] if len(own) == 1 else "{ " + ", ".join(own) + " }"
+            rules.append(Rule((sock, f"{proto.value} dport {dports}", "accept")))
+    return [*rules, Rule((sock, f"goto {PROXY}"))]
 
 
 def proxy_rules(allow: Allow, sets: dict[str, NftSet]) -> list[Rule]:
