@@ -21,6 +21,9 @@ shuffled order:
   chains `forward` and `governed` of `table inet dockwall`;
 - `iptables -F INPUT` in both families (the jump to the proxy path goes); with the nftables
   backend, `nft flush chain inet dockwall input`;
+- `nft flush ruleset` (what Debian's nftables.service does on every start and reload): every
+  table goes, Docker's NAT and filter rules too (iptables-nft's tables are nftables tables),
+  so until the next dockerd restart docker-proxy serves every published port through INPUT;
 - kill -9 of dockwall, and a restart of it.
 
 Two probers run all the time in the outside namespaces (dockwall_sandbox.streamprobe):
@@ -114,6 +117,7 @@ WAN_STRANGER = (topo.WAN_STRANGER_4, topo.WAN_STRANGER_6)
 LAN_STRANGER = (topo.LAN_STRANGER_4, topo.LAN_STRANGER_6)
 ADMIN = (topo.WAN_ADMIN1_4, topo.WAN_ADMIN1_6)
 
+FLUSH_KINDS = ("flush", "inputflush", "rulesetflush")  # someone else's flush, then a repair
 UP_GRACE = 0.2  # seconds from a container's start until its httpd surely listens
 REPAIR_WAIT = 15.0  # seconds a flush waits for dockwall to put its rules back
 
@@ -124,6 +128,7 @@ KINDS = {
     "dockerd": "dockerd restart",
     "flush": "flush",
     "inputflush": "flush of INPUT",
+    "rulesetflush": "nft flush ruleset",
     "kill": "dockwall kill",
 }
 
@@ -230,6 +235,7 @@ class Options:
     flushes: int
     kills: int
     input_flushes: int
+    ruleset_flushes: int
     reuse_every: int
     gap: float
     hold: float
@@ -401,6 +407,7 @@ class Chaos:
         ]
         kinds += ["flush"] * opts.flushes + ["kill"] * opts.kills
         kinds += ["inputflush"] * opts.input_flushes
+        kinds += ["rulesetflush"] * opts.ruleset_flushes
         random.Random(opts.seed).shuffle(kinds)
         return kinds
 
@@ -437,6 +444,8 @@ class Chaos:
             self.flush(event)
         elif kind == "inputflush":
             self.flush_input(event)
+        elif kind == "rulesetflush":
+            self.flush_ruleset(event)
         else:
             self.kill_dockwall(event)
 
@@ -502,6 +511,24 @@ class Chaos:
                 self.box.run_in_host([tool, "-w", "-F", "INPUT"], check=False)
             event.detail = "iptables -F INPUT, ip6tables -F INPUT"
         self._await_repair(event)
+
+    def flush_ruleset(self, event: Event) -> None:
+        """`nft flush ruleset`, as Debian's nftables.service does on every start and reload:
+        every table goes, Docker's too (iptables-nft's included), so Docker's NAT is gone
+        until the next dockerd restart and docker-proxy serves every published port. Probed
+        like that for --hold seconds after dockwall's repair; then dockerd is restarted, as
+        the operator must (Docker can't start a container without its NAT chains)."""
+        self.box.run_in_host(["nft", "flush", "ruleset"])
+        event.detail = "nft flush ruleset, then a dockerd restart"
+        self._await_repair(event)
+        repaired = event.t1
+        time.sleep(self.opts.hold)
+        self._mark_down(ALWAYS, time.time())
+        self.box.restart_engine(crash=False)
+        self.box.wait_running(list(ALWAYS), timeout=90)
+        event.t1 = time.time()
+        event.extra["repaired_at"] = repaired
+        self._mark_up_since_start(ALWAYS)
 
     def _await_repair(self, event: Event) -> None:
         """Wait for dockwall's repair, so that the window is this flush's alone."""
@@ -833,9 +860,7 @@ def analyse(chaos: Chaos, engine_version: str) -> dict[str, Any]:
         "reuse_windows": reuse_windows(chaos.events, leaks, records),
         "dockwall_unexpected_exits": chaos.unexpected_exits,
         "flush_repairs_s": [
-            e.extra.get("repaired_after_s")
-            for e in chaos.events
-            if e.kind in ("flush", "inputflush")
+            e.extra.get("repaired_after_s") for e in chaos.events if e.kind in FLUSH_KINDS
         ],
     }
 
@@ -970,6 +995,9 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--flushes", type=int, default=20)
     parser.add_argument("--kills", type=int, default=3, help="kill -9 of dockwall, and restart")
     parser.add_argument("--input-flushes", type=int, default=10, help="iptables -F INPUT")
+    parser.add_argument(
+        "--ruleset-flushes", type=int, default=3, help="nft flush ruleset (Docker's rules too)"
+    )
     parser.add_argument("--reuse-every", type=int, default=4, help="one restart in N is a reuse")
     parser.add_argument("--gap", type=float, default=0.6, help="seconds after each event")
     parser.add_argument("--hold", type=float, default=1.0, help="seconds a reusing container lives")
@@ -990,6 +1018,7 @@ def parse_args(argv: list[str] | None) -> Options:
         flushes=args.flushes,
         kills=args.kills,
         input_flushes=args.input_flushes,
+        ruleset_flushes=args.ruleset_flushes,
         reuse_every=args.reuse_every,
         gap=args.gap,
         hold=args.hold,

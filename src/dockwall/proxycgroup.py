@@ -15,6 +15,8 @@ reaction time instead (as always with the iptables backend).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import socket
@@ -30,6 +32,13 @@ log = logging.getLogger(__name__)
 PROC = Path("/proc")
 CGROUP_FS = Path("/sys/fs/cgroup")  # nft names cgroups relative to this folder
 PROXY_COMMAND = "docker-proxy"
+# dockerd itself holds each published port's socket for a moment while it starts a
+# container (it binds, then hands the socket to docker-proxy): a socket dockerd holds is no
+# sign of a port of its own. Its own are its API's TCP ports (-H/--host, daemon.json's
+# "hosts") and Swarm's (2377/tcp, 7946/tcp and udp, when dockerd listens there).
+DOCKERD_COMMAND = "dockerd"
+SWARM_PORTS = ((Proto.TCP, 2377), (Proto.TCP, 7946), (Proto.UDP, 7946))
+DEFAULT_CONFIG = "/etc/docker/daemon.json"
 _LISTENING = {"tcp": "0A", "tcp6": "0A", "udp": "07", "udp6": "07"}  # TCP_LISTEN, UDP bound
 _PROTO = {"tcp": Proto.TCP, "tcp6": Proto.TCP, "udp": Proto.UDP, "udp6": Proto.UDP}
 
@@ -75,7 +84,7 @@ def of_process(pid: int, mounts: str, proc: Path) -> ProxyCgroup | None:
         return None
     parts = [p for p in cgroup.split("/") if p]
     path = "/".join([prefix, *parts] if prefix else parts)
-    own = _own_ports(mount / "/".join(parts), proc, pid)
+    own = _own_ports(mount / "/".join(parts), proc, pid, _api_ports(proc / str(pid)))
     return ProxyCgroup(path, len(parts), own)
 
 
@@ -100,24 +109,57 @@ def _mounts() -> str:
     return (PROC / "self" / "mountinfo").read_text()
 
 
-def _own_ports(folder: Path, proc: Path, pid: int) -> tuple[tuple[Proto, int], ...]:
-    """(protocol, port) listened on by the cgroup's processes that are not docker-proxy."""
-    inodes: set[str] = set()
+def _own_ports(
+    folder: Path, proc: Path, pid: int, api: set[tuple[Proto, int]]
+) -> tuple[tuple[Proto, int], ...]:
+    """(protocol, port) listened on by the cgroup's processes other than docker-proxy and
+    dockerd, and those of dockerd's that are its API's or Swarm's."""
+    others: set[str] = set()
+    dockerd: set[str] = set()
     for member in _members(folder):
         try:
-            if (proc / str(member) / "comm").read_text().strip() == PROXY_COMMAND:
-                continue
-            inodes |= _socket_inodes(proc / str(member) / "fd")
+            comm = (proc / str(member) / "comm").read_text().strip()
+            if comm != PROXY_COMMAND:
+                inodes = _socket_inodes(proc / str(member) / "fd")
+                (dockerd if comm == DOCKERD_COMMAND else others).update(inodes)
         except OSError:
             continue  # gone meanwhile
+    known = api | set(SWARM_PORTS)
     found = set()
     for table, state in _LISTENING.items():
         try:
             text = (proc / str(pid) / "net" / table).read_text()
         except OSError:
             continue
-        found |= {(_PROTO[table], port) for port in _ports(text, state, inodes)}
+        found |= {(_PROTO[table], port) for port in _ports(text, state, others)}
+        held = {(_PROTO[table], port) for port in _ports(text, state, dockerd)}
+        found |= held & known
     return tuple(sorted(found))
+
+
+def _api_ports(process: Path) -> set[tuple[Proto, int]]:
+    """The TCP ports of dockerd's API: its -H/--host arguments, else daemon.json's hosts."""
+    args = (process / "cmdline").read_bytes().decode(errors="replace").split("\0")
+    hosts: list[str] = []
+    config = DEFAULT_CONFIG
+    for index, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if not eq and index + 1 < len(args):
+            value = args[index + 1]
+        if name in ("-H", "--host"):
+            hosts.append(value)
+        elif name == "--config-file":
+            config = value
+    if not hosts:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            listed = json.loads((process / "root" / config.lstrip("/")).read_text())
+            hosts = [str(h) for h in listed.get("hosts", [])]
+    ports = set()
+    for host in hosts:
+        if host.startswith("tcp://"):
+            _, _, port = host[6:].rstrip("/").rpartition(":")
+            ports |= {int(port)} if port.isdigit() else {2375, 2376}
+    return {(Proto.TCP, p) for p in ports if 1 <= p <= 65535}
 
 
 def _members(folder: Path) -> Iterator[int]:

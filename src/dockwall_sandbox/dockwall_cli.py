@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-from ._proc import run
 from .netns import enter_argv
 from .sandbox import Sandbox
 
@@ -25,9 +24,7 @@ def dockwall(
         argv += ["-p", str(policy)]
     if args and args[0] != "remove":
         argv += ["--docker-host", sandbox.docker_host]
-    # nsenter, not `ip netns exec`: the machine's /sys stays, so dockwall finds dockerd's
-    # cgroup under /sys/fs/cgroup as on a real host (ip netns exec mounts a fresh sysfs)
-    return run(enter_argv(sandbox.host_ns, argv), check=False, env=_env(sandbox), timeout=120)
+    return sandbox.run_as_dockwall(argv, check=False, env=_env(sandbox), timeout=120)
 
 
 class RunningDaemon:

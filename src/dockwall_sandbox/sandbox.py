@@ -186,6 +186,26 @@ class Sandbox:
             env=env,
         )
 
+    def run_as_dockwall(
+        self,
+        argv: Sequence[str],
+        input: str | bytes | None = None,
+        timeout: float = 30.0,
+        check: bool = True,
+        env: Mapping[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` (dockwall, or code of it) in the HOST namespace as dockwall runs on a
+        real host: ``nsenter --net``, the machine's /sys, so dockerd's cgroup is found under
+        /sys/fs/cgroup (``ip netns exec`` mounts a fresh sysfs without it). Whatever reads
+        or writes dockwall's rules must run this way, or it renders other rules."""
+        return run(
+            netns.enter_argv(self.host_ns, list(argv)),
+            input=input,
+            timeout=timeout,
+            check=check,
+            env=env,
+        )
+
     def run_in_outside(
         self,
         side: Side | str,

@@ -1,11 +1,13 @@
 """The short chaos run (bench/chaos.py) on each engine: while containers restart (with
-address reuse), dockerd restarts, dockwall's chains are flushed and dockwall is killed, no
-disallowed source gets a connection, and an allowed one gets through after every event.
+address reuse), dockerd restarts, dockwall's chains, INPUT or the whole ruleset (Docker's
+NAT with it) are flushed and dockwall is killed, no disallowed source gets a connection,
+and an allowed one gets through after every event.
 
 Two kinds of leak are told apart rather than counted, and both are in the report:
-- after someone flushes dockwall's own chains or deletes its jumps: until dockwall has put
-  them back. That window is bounded here (FLUSH_REPAIR_BOUND); it is not zero: in iptables
-  nothing can make a deleted jump or a flushed chain drop (see README, "Known gaps").
+- after someone flushes dockwall's own chains, INPUT or everything, or deletes its jumps:
+  until dockwall has put them back. That window is bounded here (FLUSH_REPAIR_BOUND); it
+  is not zero: in iptables nothing can make a deleted jump or a flushed chain drop (see
+  README, "Known gaps").
 - a completed handshake with no HTTP reply at an address last held by a container the
   stranger may reach (that container dying mid-connection): who answered is unknowable.
 """
@@ -28,12 +30,12 @@ pytestmark = pytest.mark.integration
 
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "chaos.py"
 SHORT = ["--restarts", "20", "--docker-restarts", "1", "--flushes", "3", "--kills", "1"]
-SHORT += ["--input-flushes", "2"]
+SHORT += ["--input-flushes", "2", "--ruleset-flushes", "1"]
 FLUSH_REPAIR_BOUND = 0.25  # seconds: dockwall follows nftables' change stream and repairs
 
 
 def unexplained(leak: dict[str, Any], chaos: ModuleType) -> bool:
-    flushed = leak["event"] in ("flush", "inputflush")
+    flushed = leak["event"] in chaos.FLUSH_KINDS
     in_repair_window = flushed and leak["after_event_s"] <= FLUSH_REPAIR_BOUND
     owner_dying = leak["answered_by"] == "(no HTTP reply)" and chaos.allowed(
         leak["side"], leak["port"], leak["last_known_owner"]
@@ -66,7 +68,7 @@ def test_short_chaos_leaks_nothing_beyond_a_flush_repair(
     assert report["attempts"]["deny"] > 0 and report["attempts"]["allow"] > 0, text
     assert [leak for leak in report["leaks"] if unexplained(leak, chaos)] == [], text
     assert all(r is not None and r <= FLUSH_REPAIR_BOUND for r in report["flush_repairs_s"]), text
-    for kind in ("restart", "reuse", "dockerd", "flush", "inputflush", "kill"):
+    for kind in ("restart", "reuse", "dockerd", "flush", "inputflush", "rulesetflush", "kill"):
         after = report["allowed_after_event"][kind]
         assert after["events"] > 0, (kind, text)
         assert after["with_success"] == after["events"], (kind, text)

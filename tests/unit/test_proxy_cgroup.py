@@ -41,19 +41,23 @@ def entry(local: str, state: str, inode: str) -> str:
 
 
 def fake_host(tmp_path: Path, cgroup: str) -> tuple[Path, Path]:
-    """A /proc with dockerd (pid 100, listening on 2375/tcp and 7946/udp itself) and one
-    docker-proxy (pid 101, on 9090/tcp), both in `cgroup` under a hybrid host's cgroup v2
-    mount (<tmp>/sys/fs/cgroup/unified)."""
+    """A /proc with dockerd (pid 100, its API on 2375/tcp, Swarm's 7946/udp, and for a
+    moment 9091/tcp, a container's published port it is handing to docker-proxy), one
+    docker-proxy (pid 101, on 9090/tcp) and a containerd dockerd started (pid 102, on
+    1234/tcp), all in `cgroup` under a hybrid host's cgroup v2 mount
+    (<tmp>/sys/fs/cgroup/unified)."""
     proc, mount = tmp_path / "proc", tmp_path / "sys" / "fs" / "cgroup" / "unified"
     folder = mount / cgroup.strip("/")
     folder.mkdir(parents=True)
-    (folder / "cgroup.procs").write_text("100\n101\n")
-    for pid, comm, inode in ((100, "dockerd", "555"), (101, "docker-proxy", "666")):
+    (folder / "cgroup.procs").write_text("100\n101\n102\n")
+    processes = ((100, "dockerd", "555"), (101, "docker-proxy", "666"), (102, "containerd", "777"))
+    for pid, comm, inode in processes:
         (proc / str(pid) / "fd").mkdir(parents=True)
         (proc / str(pid) / "comm").write_text(f"{comm}\n")
         (proc / str(pid) / "cgroup").write_text(f"1:name=systemd:/\n0::{cgroup}\n")
         os.symlink(f"socket:[{inode}]", proc / str(pid) / "fd" / "3")
         os.symlink("/dev/null", proc / str(pid) / "fd" / "0")
+        (proc / str(pid) / "cmdline").write_bytes(f"{comm}\0-H\0tcp://0.0.0.0:2375\0".encode())
     net = proc / "100" / "net"
     net.mkdir()
     (net / "tcp").write_text(
@@ -61,20 +65,24 @@ def fake_host(tmp_path: Path, cgroup: str) -> tuple[Path, Path]:
         + entry("00000000:0947", "0A", "555")  # dockerd listens on 2375
         + entry("00000000:2382", "0A", "666")  # docker-proxy on 9090
         + entry("0100007F:1F90", "01", "555")  # a connection of dockerd's: not listening
+        + entry("00000000:2383", "0A", "555")  # dockerd, for a moment: 9091, published
+        + entry("00000000:04D2", "0A", "777")  # containerd on 1234
     )
     (net / "udp").write_text(HEAD + entry("00000000:1F0A", "07", "555"))  # 7946/udp
     return proc, mount
 
 
-def test_dockerds_cgroup_as_nft_names_it_with_its_own_ports_not_docker_proxys(
+def test_dockerds_cgroup_as_nft_names_it_with_its_own_ports_not_published_ones(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     proc, mount = fake_host(tmp_path, "/system.slice/docker.service")
     monkeypatch.setattr(proxycgroup, "CGROUP_FS", mount.parent)
     found = proxycgroup.of_process(100, mountinfo(mount), proc)
-    assert found == ProxyCgroup(
-        "unified/system.slice/docker.service", 2, ((Proto.TCP, 2375), (Proto.UDP, 7946))
-    )
+    own = ((Proto.TCP, 1234), (Proto.TCP, 2375), (Proto.UDP, 7946))
+    assert found == ProxyCgroup("unified/system.slice/docker.service", 2, own)
+    (proc / "100" / "cmdline").write_bytes(b"dockerd\0--host=unix:///run/docker.sock\0")
+    found = proxycgroup.of_process(100, mountinfo(mount), proc)
+    assert found is not None and found.own == ((Proto.TCP, 1234), (Proto.UDP, 7946))
 
 
 def test_no_cgroup_where_it_cannot_be_matched(
