@@ -862,6 +862,11 @@ def analyse(chaos: Chaos, engine_version: str) -> dict[str, Any]:
         "flush_repairs_s": [
             e.extra.get("repaired_after_s") for e in chaos.events if e.kind in FLUSH_KINDS
         ],
+        "flush_repairs": [
+            {"kind": e.kind, "s": e.extra.get("repaired_after_s")}
+            for e in chaos.events
+            if e.kind in FLUSH_KINDS
+        ],
     }
 
 
