@@ -24,7 +24,7 @@ def dockwall(
         argv += ["-p", str(policy)]
     if args and args[0] != "remove":
         argv += ["--docker-host", sandbox.docker_host]
-    return sandbox.run_as_dockwall(argv, check=False, env=_env(sandbox), timeout=120)
+    return sandbox.run_in_host(argv, check=False, env=_env(sandbox), timeout=120, as_dockwall=True)
 
 
 class RunningDaemon:

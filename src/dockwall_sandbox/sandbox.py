@@ -176,30 +176,18 @@ class Sandbox:
         timeout: float = 30.0,
         check: bool = True,
         env: Mapping[str, str] | None = None,
+        *,
+        as_dockwall: bool = False,
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``argv`` in the HOST namespace (``ip netns exec``: /sys is HOST's)."""
-        return run(
-            netns.exec_argv(self.host_ns, list(argv)),
-            input=input,
-            timeout=timeout,
-            check=check,
-            env=env,
-        )
+        """Run ``argv`` in the HOST namespace (``ip netns exec``: /sys is HOST's).
 
-    def run_as_dockwall(
-        self,
-        argv: Sequence[str],
-        input: str | bytes | None = None,
-        timeout: float = 30.0,
-        check: bool = True,
-        env: Mapping[str, str] | None = None,
-    ) -> subprocess.CompletedProcess[str]:
-        """Run ``argv`` (dockwall, or code of it) in the HOST namespace as dockwall runs on a
-        real host: ``nsenter --net``, the machine's /sys, so dockerd's cgroup is found under
-        /sys/fs/cgroup (``ip netns exec`` mounts a fresh sysfs without it). Whatever reads
-        or writes dockwall's rules must run this way, or it renders other rules."""
+        ``as_dockwall``: as dockwall runs on a real host, ``nsenter --net`` with the
+        machine's /sys, so that dockerd's cgroup is found under /sys/fs/cgroup (``ip netns
+        exec`` mounts a fresh sysfs without it). Whatever reads or writes dockwall's rules
+        must run this way, or it renders other rules."""
+        enter = netns.enter_argv if as_dockwall else netns.exec_argv
         return run(
-            netns.enter_argv(self.host_ns, list(argv)),
+            enter(self.host_ns, list(argv)),
             input=input,
             timeout=timeout,
             check=check,

@@ -116,11 +116,12 @@ def predicted(seeded: SeededSandbox, policy: Path, found: list[Case]) -> dict[Ca
     """What `dockwall check` says, case by case: allowed and Docker forwards it = open."""
     box = seeded.sandbox
     asked = [[str(c.source), str(c.destination), c.port, via_of(c.source)] for c in found]
-    done = box.run_as_dockwall(
+    done = box.run_in_host(
         [sys.executable, "-c", CHECKER, str(policy), box.docker_host],
         input=json.dumps(asked),
         env={**os.environ, "PYTHONPATH": SRC},
         timeout=120,
+        as_dockwall=True,
     )
     result = {}
     for case, verdicts in zip(found, json.loads(done.stdout), strict=True):

@@ -84,7 +84,7 @@ def nft_dockwall(
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH")) if p)
     env["DOCKWALL_STATE"] = str(sandbox.dirs.run / "dockwall-nft-applied.json")
-    done = sandbox.run_as_dockwall(argv, check=False, env=env, timeout=120)
+    done = sandbox.run_in_host(argv, check=False, env=env, timeout=120, as_dockwall=True)
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout)
 
