@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import queue
+import struct
+from pathlib import Path
 
 from dockwall import policydiff
-from dockwall.daemon import describe
+from dockwall.daemon import describe, nftevents
 from dockwall.daemon.kernelwatch import Transactions
 from dockwall.daemon.triggers import Kind, Trigger, event_trigger, wait
 from dockwall.hoststate import Container, Endpoint, HostState, PublishedPort
 from dockwall.logfmt import FIELDS, LogfmtFormatter
 from dockwall.ruleset import Allow, Ruleset
 from dockwall.values import Proto, Verdict
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def test_relevant_events_become_triggers_with_docker_time() -> None:
@@ -127,3 +132,46 @@ def test_only_foreign_transactions_on_watched_tables_wake_the_daemon() -> None:
         "add rule ip filter DOCKER-USER counter packets 0 bytes 0 return",
         "delete table inet dockwall (by process 6601 (nft))",  # not Docker 29's own tables
     ]
+
+
+def test_the_kernels_change_messages_read_as_nft_monitor_lines() -> None:
+    recorded = json.loads((FIXTURES / "nft-events.json").read_text())["datagrams"]
+    found = [line for data in recorded for line in nftevents.lines(bytes.fromhex(data))]
+    assert found == [
+        "add table inet dockwall",
+        "add chain inet dockwall governed",
+        "add set inet dockwall src4-admins",
+        "add element inet dockwall src4-admins",
+        "add element inet dockwall src4-admins",
+        "add element inet dockwall src4-admins",
+        "add rule inet dockwall governed",
+        "# new generation 2 by process 9888 (nft)",
+        "add element inet dockwall src4-admins",
+        "add element inet dockwall src4-admins",
+        "# new generation 3 by process 9889 (nft)",
+        "delete rule inet dockwall governed",
+        "# new generation 4 by process 9890 (nft)",
+        "add table ip6 docker-bridges",
+        "# new generation 5 by process 9892 (nft)",
+        "add chain ip6 docker-bridges filter-forward",
+        "# new generation 6 by process 9906 (nft)",
+        "delete set inet dockwall src4-admins",
+        "delete chain inet dockwall governed",
+        "delete table inet dockwall",
+        "# new generation 7 by process 9907 (nft)",
+    ]
+    transactions = Transactions(lambda pid: pid == 9889)
+    assert [t for t in map(transactions.feed, found) if t is not None] == [
+        "add table inet dockwall (by process 9888 (nft))",
+        "delete rule inet dockwall governed (by process 9890 (nft))",
+        "delete set inet dockwall src4-admins (by process 9907 (nft))",
+    ]
+
+
+def test_cut_or_foreign_messages_are_skipped() -> None:
+    recorded = json.loads((FIXTURES / "nft-events.json").read_text())["datagrams"]
+    whole = bytes.fromhex(recorded[0])
+    assert list(nftevents.lines(whole[:-3])) == list(nftevents.lines(whole))[:-1]
+    route = struct.pack("=IHHII", 20, 24, 0, 0, 0) + b"\0" * 4  # RTM_NEWROUTE: not nftables
+    assert list(nftevents.lines(route + whole)) == list(nftevents.lines(whole))
+    assert list(nftevents.lines(b"\x01\x00")) == []

@@ -1,26 +1,27 @@
 """Wake the daemon the moment someone changes the filter rules, instead of at the next drift
-check: iptables-nft and nft both write through nftables, whose changes `nft monitor` streams.
+check: iptables-nft and nft both write through nftables, whose changes the kernel streams
+(read by nftevents.py, in the words of `nft monitor`).
 
-nft monitor ends each transaction with "# new generation N by process PID (name)": a
-transaction of dockwall's own (its process, or one of its latest children) wakes nothing, so
-a container start costs no readback of the whole table.
+Each transaction ends with "# new generation N by process PID (name)": a transaction of
+dockwall's own (its process, or one of its latest children) wakes nothing, so a container
+start costs no readback of the whole table.
 
-Where there is no `nft` (or the host uses iptables-legacy, which nftables doesn't see) this
-does nothing and the timed drift check is the only guard. `nft monitor` runs for as long as
-dockwall does, so it has no timeout; it is ended by pid on stop and restarted if it dies.
+On a host using iptables-legacy (which nftables doesn't see), or where the stream can't be
+subscribed to, the timed drift check is the only guard.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
-import shutil
-import subprocess
+import socket
 import threading
 import time
 from collections.abc import Callable
 
 from dockwall import proc
+from dockwall.daemon import nftevents
 from dockwall.daemon.triggers import Kind, Trigger, Triggers
 
 log = logging.getLogger(__name__)
@@ -55,81 +56,62 @@ class Transactions:
         return f"{touched} (by process {pid} ({end.group(2)}))" if pid else touched
 
 
-# nft monitor can end by itself: nftables 1.0.6 (Debian 12) was seen to crash (SIGSEGV, or
-# "utils.c:38: Memory allocation failure") while Docker 29's nftables backend and dockwall
-# write. It is started again at once, and what changed meanwhile is checked; a monitor that
-# keeps dying young is started again after a pause that doubles up to RESTART_PAUSE.
-FIRST_PAUSE = 0.05  # seconds
-RESTART_PAUSE = 5.0
-LIVED_LONG = 2.0  # seconds: a monitor that ran this long restarts after FIRST_PAUSE again
-STOP_WAIT = 5.0
+STOP_POLL = 0.2  # seconds: how often a waiting receive looks whether to stop
+RETRY_PAUSE = 1.0  # seconds before subscribing again after the socket failed
 
 
 class KernelWatch(threading.Thread):
+    """Reads nftables' change stream (nftevents.py) and puts a KERNEL_CHANGED trigger for
+    every foreign transaction on a watched table. Where the kernel dropped messages (the
+    receive buffer overflowed), it cannot know what changed: a check is asked for."""
+
     def __init__(self, triggers: Triggers) -> None:
-        super().__init__(name="nft-monitor", daemon=True)
+        super().__init__(name="nft-events", daemon=True)
         self._triggers = triggers
         self._stopping = threading.Event()
-        self._child: subprocess.Popen[str] | None = None
 
     def stop(self) -> None:
         self._stopping.set()
-        child = self._child
-        if child is not None and child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(STOP_WAIT)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait(STOP_WAIT)
 
     def run(self) -> None:
-        nft = shutil.which("nft")
-        if nft is None:
-            log.debug("no nft: rule changes are found by the timed drift check only")
-            return
-        pause, again = FIRST_PAUSE, False
+        again = False
         while not self._stopping.is_set():
-            started = time.monotonic()
-            self._watch(nft, again)
-            young = time.monotonic() - started < LIVED_LONG
-            pause = min(pause * 2, RESTART_PAUSE) if young else FIRST_PAUSE
-            again = True
-            self._stopping.wait(pause)
-
-    def _watch(self, nft: str, again: bool) -> None:
-        """Run nft monitor until it ends; again: it ran before, so check what changed while
-        it was not there."""
-        try:
-            self._child = subprocess.Popen(
-                [nft, "monitor"],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                errors="replace",  # nft 1.0.6 prints stray bytes for some sets: not fatal
-            )
-        except OSError as exc:
-            log.warning("cannot watch rule changes", extra={"fields": {"error": exc}})
-            return
-        log.debug("watching nftables for rule changes")
-        if again:
-            what = "nft monitor started again (changes while it was not running are unseen)"
-            self._triggers.put(Trigger(Kind.KERNEL_CHANGED, what, time.time()))
-        assert self._child.stdout is not None
-        transactions = Transactions(proc.ours)
-        for line in self._child.stdout:
-            if self._stopping.is_set():
+            try:
+                sock = nftevents.subscribe()
+            except OSError as exc:
+                log.warning(
+                    "cannot follow nftables' changes; only the timed drift check guards",
+                    extra={"fields": {"error": exc}},
+                )
                 return
-            foreign = transactions.feed(line)
-            if foreign is not None:
-                log.debug("rules changed by someone else", extra={"fields": {"what": foreign}})
-                self._triggers.put(Trigger(Kind.KERNEL_CHANGED, foreign, time.time()))
-        self._ended(self._child)
+            with sock:
+                sock.settimeout(STOP_POLL)
+                log.debug("watching nftables for rule changes")
+                if again:  # what changed while no socket listened is unknown
+                    self._put("nftables' change stream subscribed again")
+                self._watch(sock)
+            again = True
+            self._stopping.wait(RETRY_PAUSE)
 
-    def _ended(self, child: subprocess.Popen[str]) -> None:
-        """nft monitor ended by itself: say how, since until it is back only the timed
-        drift check guards."""
-        code = child.wait()
-        error = child.stderr.read().strip()[-300:] if child.stderr else ""
-        if not self._stopping.is_set():
-            log.warning("nft monitor ended", extra={"fields": {"code": code, "error": error}})
+    def _watch(self, sock: socket.socket) -> None:
+        transactions = Transactions(proc.ours)
+        while not self._stopping.is_set():
+            try:
+                data = sock.recv(1 << 20)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:  # messages were dropped: check
+                    transactions = Transactions(proc.ours)
+                    self._put("nftables' change stream overflowed")
+                    continue
+                log.warning("nftables' change stream failed", extra={"fields": {"error": exc}})
+                return
+            for line in nftevents.lines(data):
+                foreign = transactions.feed(line)
+                if foreign is not None:
+                    log.debug("rules changed by someone else", extra={"fields": {"what": foreign}})
+                    self._put(foreign)
+
+    def _put(self, what: str) -> None:
+        self._triggers.put(Trigger(Kind.KERNEL_CHANGED, what, time.time()))
