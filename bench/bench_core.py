@@ -21,11 +21,12 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from dockwall import proc
-from dockwall.backends.base import Backend
+from dockwall.backends.base import Kernel
 from dockwall.backends.iptables import ipsets, render
 from dockwall.backends.iptables.backend import IptablesBackend
 from dockwall.backends.nftables import NftablesBackend
@@ -135,7 +136,7 @@ def inner(seed_way_rules: int) -> None:
         run([tool, "-A", "DOCKER-USER", "-j", "RETURN"])
         run([tool, "-I", "FORWARD", "-j", "DOCKER-USER"])
     ruleset, count = pure_phase()
-    backend = IptablesBackend()
+    backend = Kernel(IptablesBackend())
     calls = counting_runs()
     start = time.perf_counter()
     change = backend.plan(ruleset)  # type: ignore[arg-type]
@@ -179,7 +180,7 @@ def one_more(host: HostState) -> HostState:
 
 
 def time_adding_one(  # type: ignore[no-untyped-def]
-    backend: Backend, policy, host: HostState, fresh: bool
+    backend: Kernel[Any, Any], policy, host: HostState, fresh: bool
 ) -> float:
     """Median time of plan + apply for one container coming (and going, untimed). fresh:
     read the kernel first (`dockwall apply`); else trust the last apply (`dockwall run`)."""
@@ -195,12 +196,12 @@ def time_adding_one(  # type: ignore[no-untyped-def]
     return statistics.median(times)
 
 
-def update_cost(first: IptablesBackend) -> None:
-    for backend in (first, NftablesBackend()):
+def update_cost(first: Kernel[Any, Any]) -> None:
+    for backend in (first, Kernel(NftablesBackend())):
         update_cost_with(backend)
 
 
-def update_cost_with(backend: Backend) -> None:
+def update_cost_with(backend: Kernel[Any, Any]) -> None:
     policy = parse_policy(synthetic_policy(), "bench.yaml")
     small_policy = parse_policy(
         b"version: 1\nrules:\n  - {name: rule0, from: any, to: {label: app=app0}}\n", "s.yaml"

@@ -9,9 +9,10 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dockwall import dockernat, explain, policydiff, record, routes, snapshot
-from dockwall.backends.base import Backend, Change
+from dockwall.backends.base import Backend, Change, Kernel
 from dockwall.backends.iptables.backend import IptablesBackend
 from dockwall.backends.nftables import (
     NftablesBackend,
@@ -37,9 +38,10 @@ class Context:
 BACKENDS = ("auto", "iptables", "nftables")
 
 
-def backend(name: str = "iptables") -> Backend:
+def backend(name: str = "iptables") -> Kernel[Any, Any]:
     """A backend by name; "auto" must be resolved first (choose_backend)."""
-    return NftablesBackend() if name == "nftables" else IptablesBackend()
+    chosen: Backend[Any, Any] = NftablesBackend() if name == "nftables" else IptablesBackend()
+    return Kernel(chosen)
 
 
 def choose_backend(asked: str | None, policy: Policy | None, docker_host: str | None) -> str:
@@ -65,7 +67,7 @@ def docker_firewall(docker_host: str | None) -> str:
     return docker_firewall_backend(snapshot.engine_info(snapshot.connect(docker_host)))
 
 
-def retire_others(kernel: Backend) -> list[str]:
+def retire_others(kernel: Kernel[Any, Any]) -> list[str]:
     """After applying with one backend, remove what dockwall installed with the other (a
     switch of backend leaves no second set of rules behind). Returns the names retired."""
     retired = []
@@ -95,15 +97,16 @@ def context(policy: Policy, docker_host: str | None) -> Context:
     return Context(policy, host, compile_policy(policy, host))
 
 
-def plan(ctx: Context, kernel: Backend) -> Change:
-    return kernel.plan(ctx.compiled.ruleset)
+def plan(ctx: Context, kernel: Kernel[Any, Any]) -> Change:
+    return kernel.plan(ctx.compiled.ruleset).change
 
 
-def apply(ctx: Context, kernel: Backend) -> Change:
+def apply(ctx: Context, kernel: Kernel[Any, Any]) -> Change:
     """Make the kernel match; return what was done. Verifies by reading back."""
-    change = kernel.plan(ctx.compiled.ruleset)
+    tx = kernel.plan(ctx.compiled.ruleset)
+    change = tx.change
     if change.pending:
-        kernel.apply(change)
+        kernel.apply(tx)
         if kernel.plan(ctx.compiled.ruleset).pending:
             raise BackendError("the installed rules differ from the applied ones after apply")
     if change.pending or record.load() is None:
@@ -119,8 +122,8 @@ class PlanResult:
     known: bool  # a record of what dockwall installed exists and the kernel still matches it
 
 
-def plan_in_policy_terms(ctx: Context, kernel: Backend) -> PlanResult:
-    change = kernel.plan(ctx.compiled.ruleset)
+def plan_in_policy_terms(ctx: Context, kernel: Kernel[Any, Any]) -> PlanResult:
+    change = kernel.plan(ctx.compiled.ruleset).change
     last = record.load()
     known = last is not None and not kernel.plan(last.ruleset).pending
     if not known or last is None:
@@ -140,7 +143,7 @@ class CheckResult:
 
 
 def check(
-    ctx: Context, kernel: Backend, request: CheckRequest, firewall: str = "iptables"
+    ctx: Context, kernel: Kernel[Any, Any], request: CheckRequest, firewall: str = "iptables"
 ) -> CheckResult:
     """Explain what the installed rules do with connections from source to dest; firewall:
     Docker's own firewall backend (docker_firewall), whose rules decide next."""
@@ -169,11 +172,11 @@ class CheckRequest:
     via: str | None
 
 
-def remove(kernel: Backend, forget: bool = True) -> Change:
+def remove(kernel: Kernel[Any, Any], forget: bool = True) -> Change:
     """Take out what dockwall installed with kernel; forget: also the record of the apply."""
-    change = kernel.plan_remove()
-    if change.pending:
-        kernel.apply(change)
+    tx = kernel.plan_remove()
+    if tx.pending:
+        kernel.apply(tx)
     if forget:
         record.forget()
-    return change
+    return tx.change

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from dockwall import app, logfmt, record, report
-from dockwall.backends.base import Backend
+from dockwall.backends.base import Kernel
 from dockwall.daemon import loop
 from dockwall.errors import DockerError, DockwallError, PolicyError, UnsafeValueError
 from dockwall.exposure import exposure
@@ -59,7 +59,7 @@ def _backend_option(func: F) -> F:
     )(func)
 
 
-def _kernel(asked: str | None, ctx: app.Context, docker_host: str | None) -> Backend:
+def _kernel(asked: str | None, ctx: app.Context, docker_host: str | None) -> Kernel[Any, Any]:
     return app.backend(app.choose_backend(asked, ctx.policy, docker_host))
 
 

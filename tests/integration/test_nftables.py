@@ -41,9 +41,10 @@ from dataclasses import replace
 from pathlib import Path
 from dockwall import app, proc
 from dockwall.compiler import compile_policy
+from dockwall.backends.base import Kernel
 from dockwall.backends.nftables import NftablesBackend
 
-command, kernel = sys.argv[1], NftablesBackend()
+command, kernel = sys.argv[1], Kernel(NftablesBackend())
 if command == "update":  # as the daemon: from a host without container argv[4] to this host
     ctx = app.prepare(Path(sys.argv[2]), sys.argv[3])
     others = tuple(c for c in ctx.host.containers if c.name != sys.argv[4])
@@ -57,8 +58,9 @@ if command == "update":  # as the daemon: from a host without container argv[4] 
     change = kernel.plan(after, fresh=False)
     kernel.apply(change)
     proc.run = run
+    in_sync = not Kernel(NftablesBackend()).plan(after).pending
     print(json.dumps({"payload": change.families[0].payload or change.families[1].payload,
-                      "processes": runs, "in_sync": not NftablesBackend().plan(after).pending}))
+                      "processes": runs, "in_sync": in_sync}))
     sys.exit(0)
 if command == "remove":
     change = app.remove(kernel)

@@ -6,12 +6,12 @@ import ipaddress
 import json
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
 from dockwall import proc
-from dockwall.backends.base import Backend
+from dockwall.backends.base import Backend, Kernel
 from dockwall.backends.nftables import NftablesBackend, model, netlink, transaction
 from dockwall.errors import BackendError
 from dockwall.packets import Outcome, Packet
@@ -53,24 +53,24 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeNft:
 
 
 def test_it_is_a_backend() -> None:
-    backend: Backend = NftablesBackend()
+    backend: Backend[Any, Any] = NftablesBackend()
     assert backend.name == "nftables"
 
 
 def test_apply_once_then_nothing_to_do(fake: FakeNft) -> None:
-    backend = NftablesBackend()
+    backend = Kernel(NftablesBackend())
     change = backend.plan(seed_ruleset())
     assert change.pending
     backend.apply(change)
     assert len(fake.writes) == 1  # one transaction for both families
-    again = NftablesBackend().plan(seed_ruleset())
+    again = Kernel(NftablesBackend()).plan(seed_ruleset())
     assert not again.pending
-    NftablesBackend().apply(again)
+    Kernel(NftablesBackend()).apply(again)
     assert len(fake.writes) == 1
 
 
 def test_a_trusted_plan_reads_nothing(fake: FakeNft) -> None:
-    backend = NftablesBackend()
+    backend = Kernel(NftablesBackend())
     backend.apply(backend.plan(seed_ruleset()))
     reads = len(fake.calls)
     assert not backend.plan(seed_ruleset(), fresh=False).pending
@@ -81,21 +81,21 @@ def test_a_trusted_plan_reads_nothing(fake: FakeNft) -> None:
 
 def test_a_refused_transaction_says_nothing_changed(fake: FakeNft) -> None:
     fake.refuse = True
-    backend = NftablesBackend()
+    backend = Kernel(NftablesBackend())
     with pytest.raises(BackendError, match="nothing was changed"):
         backend.apply(backend.plan(seed_ruleset()))
 
 
 def test_remove_deletes_the_table_and_only_it(fake: FakeNft) -> None:
     fake.installed = True
-    backend = NftablesBackend()
+    backend = Kernel(NftablesBackend())
     backend.apply(backend.plan_remove())
     assert fake.writes == ["table inet dockwall {}\ndelete table inet dockwall\n"]
     assert not backend.plan_remove().pending
 
 
 def test_hits_and_decide(fake: FakeNft) -> None:
-    backend = NftablesBackend()
+    backend = Kernel(NftablesBackend())
     assert backend.hits() == {}
     stranger = Packet(
         ipaddress.ip_address("198.51.100.99"),
@@ -178,7 +178,7 @@ def with_web_at(*extra: str) -> Ruleset:
 def test_a_trusted_change_of_elements_is_a_delta_written_over_netlink(
     fake: FakeNft, writer: type[FakeWriter]
 ) -> None:
-    backend = NftablesBackend()
+    backend = Kernel(NftablesBackend())
     backend.apply(backend.plan(seed_ruleset()))
     calls = len(fake.calls)
     change = backend.plan(with_web_at("192.0.2.9"), fresh=False)
@@ -213,7 +213,7 @@ def test_a_read_back_change_of_elements_refills_the_sets_with_nft(
     fake: FakeNft, writer: type[FakeWriter]
 ) -> None:
     fake.installed = True
-    backend = NftablesBackend()
+    backend = Kernel(NftablesBackend())
     change = backend.plan(with_web_at("192.0.2.9"))
     assert change.families[0].payload.startswith("flush set inet dockwall dst4_tcp-public-web")
     backend.apply(change)
@@ -221,7 +221,7 @@ def test_a_read_back_change_of_elements_refills_the_sets_with_nft(
 
 
 def test_a_refused_delta_replaces_the_table_whole(fake: FakeNft, writer: type[FakeWriter]) -> None:
-    backend = NftablesBackend()
+    backend = Kernel(NftablesBackend())
     backend.apply(backend.plan(seed_ruleset()))
     writer.refuse = True
     backend.apply(backend.plan(with_web_at("192.0.2.9"), fresh=False))
@@ -233,7 +233,7 @@ def test_a_refused_delta_replaces_the_table_whole(fake: FakeNft, writer: type[Fa
 def test_when_the_replacement_fails_too_nothing_is_trusted(
     fake: FakeNft, writer: type[FakeWriter]
 ) -> None:
-    backend = NftablesBackend()
+    backend = Kernel(NftablesBackend())
     backend.apply(backend.plan(seed_ruleset()))
     writer.refuse, fake.refuse = True, True
     with pytest.raises(BackendError, match="nothing was changed"):

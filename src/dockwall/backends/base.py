@@ -1,9 +1,20 @@
-"""What every backend offers. The CLI and daemon only speak to this."""
+"""What every backend offers, as four steps with typed values between them; the CLI and the
+daemon only speak to this.
+
+    render(Ruleset, previous) -> D     pure: the backend's rendering (D) of a Ruleset
+    read() -> S                        what the kernel holds now (S), read back
+    diff(D, S) -> Transaction[S]       pure: the writes that turn S into D, and the S after
+    apply(Transaction[S])              carry it out: all of it, or nothing
+
+A backend object keeps nothing between calls: `apply` depends on its argument alone. Who
+wants to skip reading the kernel (the daemon, between drift checks) keeps the S of its last
+apply and diffs against that: `Kernel` below does exactly that, and nothing else.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from dockwall.packets import Decision, Packet
 from dockwall.ruleset import Ruleset
@@ -28,6 +39,8 @@ class FamilyChange:
 
 @dataclass(frozen=True)
 class Change:
+    """A transaction as people see it (`dockwall plan`, the daemon's log), with its payload."""
+
     families: tuple[FamilyChange, ...]
     # Steps a backend takes around the family transactions (the iptables backend: ipsets),
     # in its own input language; "" if none.
@@ -40,6 +53,27 @@ class Change:
         return bool(self.prepare or self.commit) or any(f.pending for f in self.families)
 
 
+S = TypeVar("S")  # what a backend's kernel holds
+D = TypeVar("D")  # a backend's rendering of a Ruleset
+
+
+@dataclass(frozen=True)
+class Transaction(Generic[S]):
+    """The writes from `before` to `after`; apply needs nothing else."""
+
+    change: Change
+    before: S  # what the kernel held when this was worked out (read back, or trusted)
+    after: S | None  # what it holds once this is applied; None: not known (read it next)
+
+    @property
+    def pending(self) -> bool:
+        return self.change.pending
+
+    @property
+    def families(self) -> tuple[FamilyChange, ...]:
+        return self.change.families
+
+
 @dataclass(frozen=True)
 class Hits:
     packets: int
@@ -49,28 +83,78 @@ class Hits:
 DEFAULT_HITS = "(default)"  # key of the default verdict's counter in Backend.hits()
 
 
-class Backend(Protocol):
+class Backend(Protocol[D, S]):
     name: str
+
+    def render(self, ruleset: Ruleset, previous: D | None = None) -> D:
+        """ruleset in the backend's terms. previous (an earlier rendering) may be reused
+        where only some destinations differ; the result is the same either way."""
+        ...
+
+    def read(self) -> S:
+        """What the kernel holds of dockwall's now."""
+        ...
+
+    def diff(self, desired: D, installed: S) -> Transaction[S]:
+        """The transaction that makes installed into desired. Pure; writes nothing."""
+        ...
+
+    def removal(self, installed: S) -> Transaction[S]:
+        """The transaction that removes everything of dockwall's in installed. Pure."""
+        ...
+
+    def apply(self, transaction: Transaction[S]) -> None:
+        """Carry out a transaction: all of it, or nothing (then BackendError)."""
+        ...
 
     def hits(self) -> dict[str, Hits]:
         """Packets and bytes each policy rule let through (by rule name), and DEFAULT_HITS."""
         ...
 
-    def plan(self, ruleset: Ruleset, fresh: bool = True) -> Change:
-        """Work out what makes the kernel match ruleset. Writes nothing. fresh=False may trust
-        what this backend object itself last applied instead of reading the kernel again (the
-        daemon, between its drift checks)."""
+    def decide(self, ruleset: Ruleset, packets: list[Packet]) -> tuple[list[Decision], bool]:
+        """What happens to packets, and whether the kernel holds ruleset's rendering (if not:
+        drift, or a policy changed but not applied)."""
         ...
 
-    def plan_remove(self) -> Change:
-        """Read the kernel and work out what removes everything dockwall installed."""
-        ...
+
+@dataclass
+class Kernel(Generic[D, S]):
+    """One process's knowledge of its kernel: the last rendering, and what the kernel holds
+    after its last apply (or check that found nothing to do), which it may trust instead of
+    reading the kernel again. A failed apply forgets it: the next plan reads."""
+
+    backend: Backend[D, S]
+    rendered: D | None = None
+    trusted: S | None = None
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    def plan(self, ruleset: Ruleset, fresh: bool = True) -> Transaction[S]:
+        """fresh=False trusts what the last apply left, where there was one."""
+        desired = self.backend.render(ruleset, self.rendered)
+        self.rendered = desired
+        installed = self.trusted if not fresh and self.trusted is not None else None
+        tx = self.backend.diff(desired, self.backend.read() if installed is None else installed)
+        if not tx.pending:
+            self.trusted = tx.after
+        return tx
+
+    def apply(self, tx: Transaction[S]) -> None:
+        self.trusted = None
+        self.backend.apply(tx)
+        self.trusted = tx.after
+
+    def plan_remove(self) -> Transaction[S]:
+        return self.backend.removal(self.backend.read())
+
+    def installed(self) -> bool:
+        """Whether the kernel holds anything of dockwall's. Reads; forgets nothing."""
+        return self.plan_remove().pending
 
     def decide(self, ruleset: Ruleset, packets: list[Packet]) -> tuple[list[Decision], bool]:
-        """Follow packets through the installed rules; also say whether those rules match
-        ruleset (if not: drift, or a policy changed but not applied)."""
-        ...
+        return self.backend.decide(ruleset, packets)
 
-    def apply(self, change: Change) -> None:
-        """Carry out a change: one transaction per family that has something to do."""
-        ...
+    def hits(self) -> dict[str, Hits]:
+        return self.backend.hits()

@@ -15,11 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import docker
 
 from dockwall import policydiff, record, snapshot
-from dockwall.backends.base import Backend, Change
+from dockwall.backends.base import Change, Kernel
 from dockwall.compiler import closed, compile_policy, quarantine_warning
 from dockwall.daemon import describe, sdnotify
 from dockwall.daemon.events import EventFollower
@@ -52,9 +53,9 @@ class Settings:
 @dataclass
 class Daemon:
     settings: Settings
-    kernel: Backend
+    kernel: Kernel[Any, Any]
     policy: Policy
-    retire: Callable[[Backend], list[str]] | None = None  # remove other backends' rules
+    retire: Callable[[Kernel[Any, Any]], list[str]] | None = None  # remove other backends' rules
     triggers: Triggers = field(default_factory=Triggers)
     host: HostState | None = None
     applied: Ruleset | None = None
@@ -205,10 +206,11 @@ class Daemon:
         it had."""
         try:
             began = time.monotonic()
-            change = self.kernel.plan(ruleset, fresh=fresh)
+            tx = self.kernel.plan(ruleset, fresh=fresh)
+            change = tx.change
             planned = time.monotonic()
             if change.pending:
-                self.kernel.apply(change)
+                self.kernel.apply(tx)
                 self._timings["plan_ms"] = (planned - began) * 1000
                 self._timings["apply_ms"] = (time.monotonic() - planned) * 1000
                 _log_change(change, why, self._timings)
@@ -250,7 +252,7 @@ class Daemon:
 
     def _installed(self) -> bool:
         try:
-            return self.kernel.plan_remove().pending
+            return self.kernel.installed()
         except DockwallError:
             return False
 
@@ -271,7 +273,9 @@ def _log_change(change: Change, why: list[str], timings: dict[str, float]) -> No
 
 
 def start(
-    settings: Settings, kernel: Backend, retire: Callable[[Backend], list[str]] | None = None
+    settings: Settings,
+    kernel: Kernel[Any, Any],
+    retire: Callable[[Kernel[Any, Any]], list[str]] | None = None,
 ) -> None:
     """Load the policy (an invalid one stops here, nothing touched) and run until stopped.
     retire, once the first apply is in: remove what other backends had installed."""

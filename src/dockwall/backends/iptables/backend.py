@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 from dataclasses import dataclass, replace
 
 from dockwall import proc
-from dockwall.backends.base import Change, FamilyChange, Hits
+from dockwall.backends.base import Change, FamilyChange, Hits, Transaction
 from dockwall.backends.iptables import classes, evaluate, ipsets, render, saved, transaction
 from dockwall.errors import BackendError
 from dockwall.packets import Decision, Outcome, Packet
@@ -38,12 +39,36 @@ NO_IPSET = (
 
 
 @dataclass(frozen=True)
-class Planned:
-    """What the kernel will hold once the last plan is applied."""
+class State:
+    """dockwall's part of the kernel: each family's filter table, dockwall's ipsets, whether
+    the ipset tool is there; and the destination classes where dockwall itself wrote this
+    state (trusted, not read back): then a container that only changes class is a set move."""
 
     chains: dict[Family, saved.Saved]
     sets: ipsets.Sets
-    classes: classes.Index
+    ipset: bool = True
+    classes: classes.Index | None = None
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A Ruleset for iptables: per family, its narrowing, chains and ipsets (worked out when
+    first needed: a container moving class needs none of them)."""
+
+    ruleset: Ruleset
+    families: tuple[Family, ...]
+
+    @functools.cached_property
+    def narrowed(self) -> dict[Family, Ruleset]:
+        return {f: self.ruleset.in_family(f) for f in self.families}
+
+    @functools.cached_property
+    def chains(self) -> dict[Family, render.Chains]:
+        return {f: render.render(f, self.narrowed[f]) for f in self.families}
+
+    @functools.cached_property
+    def sets(self) -> dict[Family, ipsets.Sets]:
+        return {f: ipsets.wanted(f, self.narrowed[f]) for f in self.families}
 
 
 def _with_moves(change: FamilyChange, installed: ipsets.Sets, want: ipsets.Sets) -> FamilyChange:
@@ -57,12 +82,8 @@ class IptablesBackend:
 
     def __init__(self, families: tuple[Family, ...] = FAMILIES) -> None:
         self.families = families
-        self._known: dict[Family, saved.Saved] = {}  # what the kernel holds after our apply
-        self._known_sets: ipsets.Sets | None = None
-        self._classes: classes.Index | None = None  # the classes of the last Ruleset applied
-        self._planned: Planned | None = None
 
-    def read(self, family: Family) -> saved.Saved:
+    def read_family(self, family: Family) -> saved.Saved:
         """The filter table of one family, with counters."""
         text = proc.run([TOOLS[family].save, "-c", "-t", "filter"], timeout=TIMEOUT)
         return saved.parse(text)
@@ -73,43 +94,45 @@ class IptablesBackend:
             return {}
         return ipsets.parse(proc.run([IPSET, "save"], timeout=TIMEOUT))
 
-    def plan(self, ruleset: Ruleset, fresh: bool = True) -> Change:
-        trusted = not fresh and len(self._known) == len(self.families)
-        if trusted and self._known_sets is not None and self._classes is not None:
-            moved = classes.moves(self._classes, ruleset)
+    def read(self) -> State:
+        chains = {f: self.read_family(f) for f in self.families}
+        return State(chains, self.read_sets(), shutil.which(IPSET) is not None)
+
+    def render(self, ruleset: Ruleset, previous: Rendered | None = None) -> Rendered:
+        return Rendered(ruleset, self.families)
+
+    def diff(self, desired: Rendered, installed: State) -> Transaction[State]:
+        ruleset = desired.ruleset
+        if installed.classes is not None:
+            moved = classes.moves(installed.classes, ruleset)
             if moved is not None:  # only containers came, went or changed class
-                return self._plan_moves(self._known_sets, *moved)
-        state = {f: self._known[f] if trusted else self.read(f) for f in self.families}
-        narrowed = {f: ruleset.in_family(f) for f in self.families}
-        wanted = {f: render.render(f, narrowed[f]) for f in self.families}
-        want = {f: ipsets.wanted(f, narrowed[f]) for f in self.families}
+                return self._moves(installed, *moved)
+        state, wanted, want = installed.chains, desired.chains, desired.sets
         used = any(
             "--match-set" in spec for s in state.values() for c in s.chains.values() for spec in c
         )
-        if trusted and self._known_sets is not None:
-            installed = self._known_sets
-        else:
-            installed = self.read_sets() if any(want.values()) or used else {}
-        if any(want.values()) and shutil.which(IPSET) is None:
+        sets = installed.sets if any(want.values()) or used else {}
+        if any(want.values()) and not installed.ipset:
             raise BackendError(NO_IPSET)
         families = tuple(
-            _with_moves(transaction.to_apply(f, state[f], wanted[f]), installed, want[f])
+            _with_moves(transaction.to_apply(f, state[f], wanted[f]), sets, want[f])
             for f in self.families
         )
-        steps = ipsets.steps(installed, want)
-        after = {f: transaction.after(state[f], wanted[f]) for f in self.families}
-        sets = {n: m for one in want.values() for n, m in one.items()}
-        self._planned = Planned(after, sets, classes.index(ruleset, narrowed))
+        steps = ipsets.steps(sets, want)
+        after = State(
+            {f: transaction.after(state[f], wanted[f]) for f in self.families},
+            {n: m for one in want.values() for n, m in one.items()},
+            installed.ipset,
+            classes.index(ruleset, desired.narrowed),
+        )
         change = Change(families, steps.prepare, steps.commit, steps.abort)
-        if not change.pending:
-            self._remember()
-        return change
+        return Transaction(change, installed, after)
 
-    def _plan_moves(
-        self, sets: ipsets.Sets, index: classes.Index, found: dict[Family, list[classes.Move]]
-    ) -> Change:
+    def _moves(
+        self, installed: State, index: classes.Index, found: dict[Family, list[classes.Move]]
+    ) -> Transaction[State]:
         """The change where only class members move: set elements, no rule (classes.py)."""
-        sets, moves = dict(sets), ipsets.Moves()
+        sets, moves = dict(installed.sets), ipsets.Moves()
         families = []
         for family in self.families:
             mine = ipsets.Moves()
@@ -125,16 +148,14 @@ class IptablesBackend:
             moves.deleted += mine.deleted
             moves.added += mine.added
             families.append(FamilyChange(family, "", *mine.lines()))
-        self._planned = Planned(dict(self._known), sets, index)
         forward, back = ipsets.text(moves.forward()), ipsets.text(moves.back())
         change = Change(tuple(families), forward, "", back)
-        if not change.pending:
-            self._remember()
-        return change
+        after = replace(installed, sets=sets, classes=index)
+        return Transaction(change, installed, after)
 
     def decide(self, ruleset: Ruleset, packets: list[Packet]) -> tuple[list[Decision], bool]:
         families = {Family.of(p.source) for p in packets}
-        state = {f: self.read(f) for f in families}
+        state = {f: self.read_family(f) for f in families}
         installed = {f: s.chains for f, s in state.items()}
         in_sync = all(installed[f] == render.render(f, ruleset.in_family(f)) for f in families)
         hooked = all(transaction.hook_ok(s) for s in state.values())
@@ -149,15 +170,17 @@ class IptablesBackend:
         decided = [evaluate.evaluate(installed[Family.of(p.source)], p, sets) for p in packets]
         return decided, in_sync
 
-    def plan_remove(self) -> Change:
-        self._planned = None  # after a removal nothing of ours is known to be there
-        self._classes = None
-        families = tuple(transaction.to_remove(f, self.read(f)) for f in self.families)
-        return Change(families, commit=ipsets.remove_all(self.read_sets()))
+    def removal(self, installed: State) -> Transaction[State]:
+        """What takes out dockwall's chains, jumps and ipsets; after it, what the kernel holds
+        is not known (Docker's rules are not dockwall's to model): the next plan reads."""
+        families = tuple(transaction.to_remove(f, installed.chains[f]) for f in self.families)
+        change = Change(families, commit=ipsets.remove_all(installed.sets))
+        return Transaction(change, installed, None)
 
-    def apply(self, change: Change) -> None:
+    def apply(self, tx: Transaction[State]) -> None:
         """One restore per family that has something to do, side by side. If one family's
         transaction is refused, the others are put back: all families change, or none."""
+        change = tx.change
         if change.prepare:
             self._ipset(change.prepare, on_error=change.abort)
         pending = [f for f in change.families if f.pending]
@@ -165,9 +188,7 @@ class IptablesBackend:
         if not any(errors):
             if change.commit:
                 self._ipset(change.commit)
-            self._remember()
             return
-        self._known, self._known_sets, self._classes = {}, None, None
         if change.abort:
             self._ipset(change.abort, check=False)
         undo = [
@@ -180,15 +201,6 @@ class IptablesBackend:
         if undo_errors:
             message += "; and putting back the other family failed: " + "; ".join(undo_errors)
         raise BackendError(message + ("" if undo_errors else "; nothing was changed"))
-
-    def _remember(self) -> None:
-        """The last plan is what the kernel holds now (applied, or nothing to do)."""
-        if self._planned is None:
-            self._known, self._known_sets, self._classes = {}, None, None
-        else:
-            self._known = dict(self._planned.chains)
-            self._known_sets, self._classes = self._planned.sets, self._planned.classes
-        self._planned = None
 
     @staticmethod
     def _ipset(commands: str, on_error: str = "", check: bool = True) -> None:
@@ -208,7 +220,7 @@ class IptablesBackend:
     def hits(self) -> dict[str, Hits]:
         totals: dict[str, Hits] = {}
         for family in self.families:
-            for key, hit in saved.hits(self.read(family)).items():
+            for key, hit in saved.hits(self.read_family(family)).items():
                 old = totals.get(key, Hits(0, 0))
                 totals[key] = Hits(old.packets + hit.packets, old.bytes + hit.bytes)
         return totals

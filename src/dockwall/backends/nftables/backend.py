@@ -8,21 +8,22 @@ edited, added or deleted rule or element, or a missing table all differ and are 
 replacing the table whole. (Counters and the table's comment are not compared: counters
 change with traffic, and nft 1.0.6 leaves table comments out of its JSON.)
 
-The daemon's path (plan with fresh=False) costs what changed, not what exists: the Ruleset is
-rendered by patching the last rendering (patch.py), compared with what this object last wrote
-without reading the kernel, and a change of set elements only is written as a delta over
-netlink (netlink.py), without nft, which reads every large interval set before any element
-update. If the kernel refuses the delta (someone changed those sets), the table is replaced
-whole from what was planned, in one transaction too.
+The daemon's path costs what changed, not what exists: the Ruleset is rendered by patching
+the last rendering (patch.py), diffed against the State its last apply left (trusted, not
+read from the kernel), and a change of set elements only is written as a delta over netlink
+(netlink.py), without nft, which reads every large interval set before any element update.
+If the kernel refuses the delta (someone changed those sets), the table is replaced whole
+from the transaction's `after`, in one transaction too. The object keeps no state between
+calls (only the netlink socket, kept open because closing one waits on the kernel).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from dockwall import proc, proxycgroup
-from dockwall.backends.base import Change, Hits
+from dockwall.backends.base import Hits, Transaction
 from dockwall.backends.nftables import (
     evaluate,
     model,
@@ -44,6 +45,19 @@ TIMEOUT = 30.0  # seconds for one listing or transaction
 _MISSING = "No such file or directory"  # what nft says when the table is not there
 
 
+def _delta(tx: Transaction[State], payload: str) -> list[netlink.SetChange] | None:
+    """The set changes of a delta from a trusted state (what diff made of it), else None."""
+    if tx.after is None or not tx.before.trusted:
+        return None
+    before, after = tx.before.table, tx.after.table
+    if before is None or after is None:
+        return None
+    changes = transaction.set_changes(before, after)
+    if changes is None or transaction.delta(changes) != payload:
+        return None
+    return changes
+
+
 def _writable(ruleset: Ruleset) -> Ruleset:
     """ruleset without its proxy cgroup if that is gone (Docker stopped by systemd): nft
     refuses a rule that names a cgroup it cannot find, and the rest must still be written."""
@@ -54,17 +68,31 @@ def _writable(ruleset: Ruleset) -> Ruleset:
     return replace(ruleset, proxy_cgroup=None)
 
 
+@dataclass(frozen=True)
+class Rendered:
+    """A Ruleset as dockwall's table (and the Ruleset, which the next rendering may patch)."""
+
+    ruleset: Ruleset
+    table: Table
+
+
+@dataclass(frozen=True)
+class State:
+    """dockwall's table in the kernel; None: there is none. trusted: exactly what dockwall
+    itself wrote (not read back), so a change of set elements can be sent as a delta."""
+
+    table: Table | None
+    trusted: bool = False
+
+
 class NftablesBackend:
     name = "nftables"
 
-    def __init__(self) -> None:
-        self._known: Table | None = None  # what the kernel holds after our last write or check
-        self._planned: Table | None = None  # what the last plan would leave there
-        self._delta: tuple[str, list[netlink.SetChange]] | None = None  # the last plan's delta
-        self._rendered: tuple[Ruleset, Table] | None = None  # the last rendering
+    def __init__(self, deltas: bool = True) -> None:
+        self.deltas = deltas  # send element-only changes from a trusted state as deltas
         self._netlink = netlink.Writer()
 
-    def read(self) -> readback.Installed | None:
+    def read_table(self) -> readback.Installed | None:
         """dockwall's table with counters, or None if there is none."""
         try:
             text = proc.run([NFT, "-j", "list", "table", FAMILY, NAME], timeout=TIMEOUT)
@@ -74,59 +102,46 @@ class NftablesBackend:
             raise
         return readback.parse(text)
 
-    def plan(self, ruleset: Ruleset, fresh: bool = True) -> Change:
-        """fresh=False trusts what this object last applied (or found in sync) instead of
-        reading the kernel again, when it knows that."""
-        wanted = self._render(_writable(ruleset))
-        trusted = not fresh and self._known is not None
-        if trusted:
-            installed: Table | None = self._known
-        else:
-            found = self.read()
-            installed = None if found is None else found.table
+    def read(self) -> State:
+        found = self.read_table()
+        return State(None if found is None else found.table)
+
+    def render(self, ruleset: Ruleset, previous: Rendered | None = None) -> Rendered:
+        """render.render(ruleset), patched from previous where only destinations changed.
+        (The one look outside: whether dockerd's cgroup still exists, see _writable.)"""
+        ruleset = _writable(ruleset)
+        table = None if previous is None else patch.patch(previous.ruleset, previous.table, ruleset)
+        return Rendered(ruleset, render.render(ruleset) if table is None else table)
+
+    def diff(self, desired: Rendered, installed: State) -> Transaction[State]:
+        """From a trusted state, a change of set elements only is a delta (what changed);
+        from a state read back, the sets that differ are refilled, or the table replaced."""
+        wanted = desired.table
         update = None
-        if trusted and installed is not None:
-            update = transaction.to_update(installed, wanted)
-        change = transaction.to_apply(installed, wanted) if update is None else update[0]
-        self._planned = wanted
-        self._delta = None if update is None else (transaction.delta(update[1]), update[1])
-        if not change.pending:
-            self._known = wanted
-        return change
+        if installed.trusted and installed.table is not None and self.deltas:
+            update = transaction.to_update(installed.table, wanted)
+        change = transaction.to_apply(installed.table, wanted) if update is None else update[0]
+        return Transaction(change, installed, State(wanted, trusted=True))
 
-    def _render(self, ruleset: Ruleset) -> Table:
-        """render.render(ruleset), patched from the last rendering where only destinations
-        changed."""
-        last = self._rendered
-        wanted = None if last is None else patch.patch(last[0], last[1], ruleset)
-        if wanted is None:
-            wanted = render.render(ruleset)
-        self._rendered = (ruleset, wanted)
-        return wanted
+    def removal(self, installed: State) -> Transaction[State]:
+        return Transaction(transaction.to_remove(installed.table), installed, State(None, True))
 
-    def plan_remove(self) -> Change:
-        self._planned, self._delta = None, None  # after a removal nothing of ours is there
-        installed = self.read()
-        return transaction.to_remove(None if installed is None else installed.table)
-
-    def apply(self, change: Change) -> None:
+    def apply(self, tx: Transaction[State]) -> None:
         """One transaction for the whole table (both families): all of it changes, or nothing.
-        The delta of this object's last plan goes over netlink, anything else to `nft -f`."""
-        payloads = list(dict.fromkeys(f.payload for f in change.families if f.pending))
+        A delta goes over netlink, anything else to `nft -f`."""
+        payloads = list(dict.fromkeys(f.payload for f in tx.change.families if f.pending))
         if not payloads:
             return
         if len(payloads) > 1:
             raise BackendError("the families of an nftables change disagree; nothing was changed")
-        delta, planned = self._delta, self._planned
+        changes = _delta(tx, payloads[0])
         try:
-            if delta is not None and planned is not None and payloads[0] == delta[0]:
-                self._write(delta[1], planned)
+            if changes is not None and tx.after is not None and tx.after.table is not None:
+                self._write(changes, tx.after.table)
             else:
                 proc.run([NFT, "-f", "-"], stdin=payloads[0], timeout=TIMEOUT)
         except BackendError as exc:
-            self._known = None
             raise BackendError(f"{exc}; nothing was changed") from None
-        self._known, self._planned, self._delta = planned, None, None
 
     def _write(self, changes: list[netlink.SetChange], planned: Table) -> None:
         """Write a delta; if the kernel refuses it, replace the table whole with planned."""
@@ -142,7 +157,7 @@ class NftablesBackend:
             proc.run([NFT, "-f", "-"], stdin=model.transaction(planned), timeout=TIMEOUT)
 
     def hits(self) -> dict[str, Hits]:
-        installed = self.read()
+        installed = self.read_table()
         return {} if installed is None else readback.hits(installed)
 
     def decide(self, ruleset: Ruleset, packets: list[Packet]) -> tuple[list[Decision], bool]:
@@ -151,7 +166,7 @@ class NftablesBackend:
         Limitation: when the installed table differs from ruleset's rendering (drift, or a
         policy not applied yet), the packets are still followed through ruleset, not through
         the installed rules; in_sync False says so. Without a table: NOT_INSTALLED."""
-        installed = self.read()
+        installed = self.read_table()
         wanted = render.render(_writable(ruleset))
         if installed is None:
             return [Decision(Outcome.NOT_INSTALLED, "", "", None) for _ in packets], False
