@@ -41,6 +41,36 @@ CHECK_KINDS = {Kind.FIREWALL_RELOADED, Kind.KERNEL_CHANGED}
 SNAPSHOT_KINDS = {Kind.EVENT, Kind.DOCKER_UP, Kind.DOCKER_DOWN, Kind.RELOAD}
 
 
+@dataclass(frozen=True)
+class Action:
+    """What the loop does with one batch of triggers."""
+
+    stop: bool = False
+    reload: bool = False  # read the policy file again first
+    reconcile: bool = False  # snapshot Docker, compile, make the kernel match
+    read_kernel: bool = False  # read the kernel (else trust the last apply): a drift check
+    check_due: bool = False  # the timed check's turn: the next is due one interval later
+
+
+def next_action(batch: list[Trigger], now: float, next_check: float) -> Action:
+    """The loop's decision, pure. The timed drift check cannot starve: when it is due, the
+    kernel is read whatever else the batch asks for (a reconcile then reads it, and repairs
+    what drifted along with what Docker changed). Only a batch of Docker events alone, with
+    no check due, trusts the last apply."""
+    kinds = {t.kind for t in batch}
+    if Kind.STOP in kinds:
+        return Action(stop=True)
+    due = now >= next_check
+    reconcile = bool(kinds & SNAPSHOT_KINDS)
+    foreign = bool(kinds - {Kind.EVENT})  # not only Docker's doing: RELOAD, DOCKER_UP, CHECK_KINDS
+    return Action(
+        reload=Kind.RELOAD in kinds,
+        reconcile=reconcile,
+        read_kernel=due or foreign,
+        check_due=due,
+    )
+
+
 @dataclass
 class Settings:
     policy_path: Path
@@ -77,7 +107,7 @@ class Daemon:
         # The event stream's first word (connected, or Docker away) joins the first snapshot:
         # one snapshot at start, taken after the stream is listening, so nothing is missed.
         first = wait(self.triggers, FIRST_EVENT_WAIT)
-        self.reconcile([Trigger(Kind.DOCKER_UP, "dockwall started", time.time()), *first])
+        self.reconcile([Trigger(Kind.DOCKER_UP, "dockwall started", time.time()), *first], True)
         for trigger in first:
             if trigger.kind in {Kind.STOP, Kind.RELOAD}:
                 self.triggers.put(trigger)  # for the loop
@@ -104,18 +134,19 @@ class Daemon:
             if batch and self.settings.debounce:
                 time.sleep(self.settings.debounce)
                 batch += wait(self.triggers, 0)
-            if any(t.kind is Kind.STOP for t in batch):
+            action = next_action(batch, time.monotonic(), next_check)
+            if action.stop:
                 return
-            if any(t.kind is Kind.RELOAD for t in batch):
+            if action.reload:
                 self.reload()
-            if any(t.kind in SNAPSHOT_KINDS for t in batch):
-                self.reconcile(batch)
-            elif any(t.kind in CHECK_KINDS for t in batch):
+            began = time.monotonic()
+            if action.reconcile:
+                self.reconcile(batch, action.read_kernel)
+            elif action.read_kernel:
                 self.check_drift()
-            elif time.monotonic() >= next_check:
-                began = time.monotonic()
-                self.check_drift()
-                next_check = time.monotonic() + self._check_pause(time.monotonic() - began)
+            if action.check_due:
+                took = time.monotonic() - began
+                next_check = time.monotonic() + self._check_pause(took)
             if ping:
                 sdnotify.notify("WATCHDOG=1")
 
@@ -147,7 +178,9 @@ class Daemon:
             return
         log.info("policy reloaded", extra={FIELDS: {"sha256": self.policy.digest[:12]}})
 
-    def reconcile(self, batch: list[Trigger]) -> None:
+    def reconcile(self, batch: list[Trigger], read_kernel: bool = True) -> None:
+        """Snapshot Docker, compile, and make the kernel match. read_kernel=False trusts
+        what the last apply left (the batch is only Docker's events, no check is due)."""
         began = time.monotonic()
         try:
             docker_anew = any(t.kind in {Kind.DOCKER_UP, Kind.DOCKER_DOWN} for t in batch)
@@ -169,8 +202,7 @@ class Daemon:
             if self.applied is None or new:
                 log.warning(warning)
         self._quarantined = odd  # each quarantine is logged once, when first seen
-        kernel_anew = any(t.kind is not Kind.EVENT for t in batch)  # not only our own doing
-        if self._enforce(compiled.ruleset, why, kernel_anew):
+        if self._enforce(compiled.ruleset, why, read_kernel):
             self._record(compiled.ruleset, host)
         self.host = host
         self._latencies(batch)

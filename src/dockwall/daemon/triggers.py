@@ -14,7 +14,6 @@ class Kind(Enum):
     DOCKER_UP = "docker-up"  # the event stream is (re)connected: resnapshot, re-assert jumps
     DOCKER_DOWN = "docker-down"  # the event stream ended
     RELOAD = "reload"  # SIGHUP: read the policy file again
-    CHECK = "check"  # time for the drift check
     FIREWALL_RELOADED = "firewall-reloaded"  # firewalld said it reloaded: check at once
     KERNEL_CHANGED = "kernel-changed"  # nftables changed a filter table: check at once
     STOP = "stop"  # SIGTERM/SIGINT

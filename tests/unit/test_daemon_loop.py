@@ -1,0 +1,235 @@
+"""The daemon's loop against a fake backend: its decisions (pure), and how it behaves when
+writes are refused, slow, or the kernel drifts under sustained Docker events. What packets
+the rules let through is proven with real kernels in tests/integration/test_daemon.py."""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from dockwall import record
+from dockwall.backends.base import Change, FamilyChange, Kernel, Transaction
+from dockwall.daemon import loop
+from dockwall.daemon.loop import Action, Daemon, Settings, next_action
+from dockwall.daemon.triggers import Kind, Trigger
+from dockwall.errors import BackendError
+from dockwall.hoststate import Container, Endpoint, HostState, Network
+from dockwall.policy import parse_policy
+from dockwall.ruleset import Ruleset
+from dockwall.values import Family
+
+POLICY = b"""version: 1
+default: drop
+groups:
+  admins: [198.51.100.10]
+rules:
+  - name: admins
+    from: admins
+  - name: web
+    from: any
+    to: {container: web}
+"""
+NET = Network("n1", "bridge", "bridge", "docker0")
+
+
+def event(what: str = "container web start") -> Trigger:
+    return Trigger(Kind.EVENT, what, time.time())
+
+
+@pytest.mark.parametrize(
+    ("kinds", "due", "expected"),
+    [
+        ([Kind.EVENT], False, Action(reconcile=True)),
+        ([Kind.EVENT], True, Action(reconcile=True, read_kernel=True, check_due=True)),
+        ([Kind.EVENT, Kind.KERNEL_CHANGED], False, Action(reconcile=True, read_kernel=True)),
+        ([Kind.KERNEL_CHANGED], False, Action(read_kernel=True)),
+        ([Kind.FIREWALL_RELOADED], False, Action(read_kernel=True)),
+        ([], True, Action(read_kernel=True, check_due=True)),
+        ([], False, Action()),
+        ([Kind.RELOAD], False, Action(reload=True, reconcile=True, read_kernel=True)),
+        ([Kind.DOCKER_DOWN], False, Action(reconcile=True, read_kernel=True)),
+        ([Kind.EVENT, Kind.STOP], True, Action(stop=True)),
+    ],
+)
+def test_next_action(kinds: list[Kind], due: bool, expected: Action) -> None:
+    batch = [Trigger(k, "x") for k in kinds]
+    assert next_action(batch, now=10.0, next_check=10.0 if due else 11.0) == expected
+
+
+def test_the_timed_check_cannot_starve_under_a_stream_of_events() -> None:
+    now, next_check, reads = 0.0, 1.0, 0
+    for _ in range(100):  # an event every 50 ms for 5 s
+        action = next_action([event()], now, next_check)
+        assert action.reconcile
+        if action.read_kernel:
+            reads += 1
+        if action.check_due:
+            next_check = now + 1.0
+        now += 0.05
+    assert reads == 4  # at 1, 2, 3 and 4 s
+
+
+@dataclass
+class FakeBackend:
+    """A kernel that holds a set of rule names. Injectable: refuse (apply raises), slow
+    (apply sleeps), and drift (someone deletes everything, see wipe)."""
+
+    name: str = "fake"
+    held: frozenset[str] = frozenset()
+    refuse: bool = False
+    slow: float = 0.0
+    reads: int = 0
+    writes: list[frozenset[str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def render(self, ruleset: Ruleset, previous: frozenset[str] | None = None) -> frozenset[str]:
+        return frozenset(
+            f"{a.rule}:{','.join(sorted(str(d) for d in a.destinations or ()))}"
+            for a in ruleset.allows
+        )
+
+    def read(self) -> frozenset[str]:
+        with self.lock:
+            self.reads += 1
+            return self.held
+
+    def diff(
+        self, desired: frozenset[str], installed: frozenset[str]
+    ) -> Transaction[frozenset[str]]:
+        payload = "" if desired == installed else "write"
+        families = (FamilyChange(Family.V4, payload, tuple(sorted(desired - installed))),)
+        return Transaction(Change(families), installed, desired)
+
+    def removal(self, installed: frozenset[str]) -> Transaction[frozenset[str]]:
+        families = (FamilyChange(Family.V4, "remove" if installed else ""),)
+        return Transaction(Change(families), installed, frozenset())
+
+    def apply(self, tx: Transaction[frozenset[str]]) -> None:
+        time.sleep(self.slow)
+        if self.refuse:
+            raise BackendError("refused; nothing was changed")
+        assert tx.after is not None
+        with self.lock:
+            self.held = tx.after
+            self.writes.append(tx.after)
+
+    def wipe(self) -> None:
+        with self.lock:
+            self.held = frozenset()
+
+    def hits(self) -> dict[str, object]:
+        return {}
+
+    def decide(self, ruleset: Ruleset, packets: list[object]) -> tuple[list[object], bool]:
+        return [], True
+
+
+def host(address: str = "192.0.2.2") -> HostState:
+    web = Container("a" * 64, "web", {}, (Endpoint("bridge", ipaddress.ip_address(address), None),))
+    return HostState((web,), (NET,), frozenset({"eth0"}), "test")
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Daemon, FakeBackend]:
+    policy_path = tmp_path / "policy.yaml"
+    policy_path.write_bytes(POLICY)
+    fake = FakeBackend()
+    settings = Settings(policy_path, None, check_interval=0.2, watch_kernel=False)
+    made = Daemon(settings, Kernel(fake), parse_policy(POLICY, str(policy_path)))  # type: ignore[arg-type]
+    monkeypatch.setattr(made, "_snapshot", lambda fresh: host())
+    monkeypatch.setattr(record, "save", lambda *args: None)
+    return made, fake
+
+
+def test_a_refused_write_keeps_the_old_rules_and_the_next_plan_reads_the_kernel(
+    daemon: tuple[Daemon, FakeBackend], caplog: pytest.LogCaptureFixture
+) -> None:
+    made, fake = daemon
+    made.reconcile([event()], read_kernel=True)
+    installed = fake.held
+    assert installed and made.kernel.trusted == installed
+    fake.refuse = True
+    made._snapshot = lambda fresh: host("192.0.2.9")  # type: ignore[method-assign]
+    made.reconcile([event()], read_kernel=False)
+    assert fake.held == installed  # nothing changed
+    assert "could not apply; the previous rules stay" in caplog.text
+    assert made.kernel.trusted is None  # so the next plan reads the kernel
+    fake.refuse = False
+    reads = fake.reads
+    made.reconcile([event()], read_kernel=False)
+    assert fake.reads == reads + 1 and "web:192.0.2.9/32" in fake.held
+
+
+def test_drift_is_repaired_by_the_timed_check_while_events_keep_coming(
+    daemon: tuple[Daemon, FakeBackend],
+) -> None:
+    made, fake = daemon
+    made.reconcile([event()], read_kernel=True)
+    wanted = fake.held
+
+    def slow_snapshot(fresh: bool) -> HostState:
+        time.sleep(0.03)
+        return host()
+
+    made._snapshot = slow_snapshot  # type: ignore[method-assign]
+    stop = threading.Event()
+
+    def events() -> None:  # an event every 10 ms, a snapshot takes 30: never a quiet batch
+        while not stop.is_set():
+            made.triggers.put(event())
+            time.sleep(0.01)
+
+    feeder = threading.Thread(target=events)
+    runner = threading.Thread(target=made._loop)
+    feeder.start()
+    runner.start()
+    try:
+        time.sleep(0.3)
+        fake.wipe()  # someone flushes the rules; no one says so (iptables-legacy)
+        deadline = time.monotonic() + 2.0
+        while fake.held != wanted and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fake.held == wanted  # repaired within the check interval, events or not
+    finally:
+        stop.set()
+        feeder.join()
+        made.triggers.put(Trigger(Kind.STOP, "test"))
+        runner.join(5)
+    assert not runner.is_alive()
+
+
+def test_events_during_a_slow_write_are_handled_in_one_batch(
+    daemon: tuple[Daemon, FakeBackend],
+) -> None:
+    made, fake = daemon
+    made.reconcile([event()], read_kernel=True)
+    calls: list[int] = []
+    real = made.reconcile
+
+    def counted(batch: list[Trigger], read_kernel: bool = True) -> None:
+        calls.append(len(batch))
+        real(batch, read_kernel)
+
+    made.reconcile = counted  # type: ignore[method-assign]
+    fake.slow = 0.3
+    made._snapshot = lambda fresh: host("192.0.2.9")  # type: ignore[method-assign]
+    made.triggers.put(event())
+    runner = threading.Thread(target=made._loop)
+    runner.start()
+    time.sleep(0.1)  # the first write is under way
+    for n in range(5):
+        made.triggers.put(event(f"container web{n} start"))
+    time.sleep(0.6)
+    made.triggers.put(Trigger(Kind.STOP, "test"))
+    runner.join(5)
+    assert calls[:2] == [1, 5]  # one snapshot for the burst that came during the write
+
+
+def test_kind_check_is_gone_and_the_loop_module_has_no_hidden_clock() -> None:
+    assert "CHECK" not in Kind.__members__
+    assert loop.next_action([], 0.0, 1.0) == Action()
