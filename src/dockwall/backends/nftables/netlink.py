@@ -17,10 +17,15 @@ anything is sent. How nft 1.0.6 encodes them (seen with `nft --debug=netlink`):
   value, and the value after its last flagged as an interval end (left out when the range
   reaches the top of the field);
 - a concatenation (pipapo): one element per range, with its first and last values (each field
-  padded to 4 bytes); a delete leaves the last value out when it equals the first;
+  padded to 4 bytes); nft sends the last value on a delete too, but the kernel finds the
+  element to delete by its first value alone, so it is left out here when it equals the first;
 - nft also puts a zero-key interval end in front when a set looks empty to it; that is left
   out: a delta never fills an empty set (a set appearing or emptied changes the rules, and
-  then the table is replaced whole by nft).
+  then the table is replaced whole by nft);
+- so is what nft adds for itself, which the kernel does not read: the set's id (for a set
+  made in the same batch), its numbering of a message's elements (each is NFTA_LIST_ELEM
+  here) and its note on a range that reaches the top of its field (NFTA_SET_ELEM_USERDATA).
+  tests/unit/fixtures/netlink holds what nft sent, captured, to compare with.
 
 Every message asks for an acknowledgement, and the batch counts as written only when each
 was acknowledged without error; the socket has a timeout.
