@@ -303,6 +303,13 @@ def remove() -> None:
     "the timed check).",
 )
 @click.option(
+    "--deltas/--no-deltas",
+    default=True,
+    show_default=True,
+    help="Write a change of set elements as a delta from what dockwall last wrote (nftables: "
+    "over netlink; iptables: ipset moves); else work each change out whole.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -318,6 +325,7 @@ def run(
     debounce: float,
     log_level: str,
     watch_kernel: bool,
+    deltas: bool,
     backend: str | None,
 ) -> None:
     """Apply the policy, then keep the kernel true to it until stopped.
@@ -334,4 +342,5 @@ def run(
     settings = loop.Settings(policy_path, docker_host, check_interval, debounce, watch_kernel)
     policy = load_policy(policy_path)
     kernel = app.backend(app.choose_backend(backend, policy, docker_host))
+    kernel.backend.deltas = deltas
     loop.start(settings, kernel, app.retire_others)

@@ -80,6 +80,7 @@ class FakeBackend:
     (apply sleeps), and drift (someone deletes everything, see wipe)."""
 
     name: str = "fake"
+    deltas: bool = True
     held: frozenset[str] = frozenset()
     refuse: bool = False
     slow: float = 0.0
@@ -103,7 +104,7 @@ class FakeBackend:
     ) -> Transaction[frozenset[str]]:
         payload = "" if desired == installed else "write"
         families = (FamilyChange(Family.V4, payload, tuple(sorted(desired - installed))),)
-        return Transaction(Change(families), installed, desired)
+        return Transaction(Change(families, delta=self.deltas), installed, desired)
 
     def removal(self, installed: frozenset[str]) -> Transaction[frozenset[str]]:
         families = (FamilyChange(Family.V4, "remove" if installed else ""),)
@@ -233,3 +234,39 @@ def test_events_during_a_slow_write_are_handled_in_one_batch(
 def test_kind_check_is_gone_and_the_loop_module_has_no_hidden_clock() -> None:
     assert "CHECK" not in Kind.__members__
     assert loop.next_action([], 0.0, 1.0) == Action()
+
+
+def test_drift_after_a_delta_with_no_one_elses_change_stops_the_deltas(
+    daemon: tuple[Daemon, FakeBackend], caplog: pytest.LogCaptureFixture
+) -> None:
+    made, fake = daemon
+    fake.name, made._watching = "nftables", True
+    made.reconcile([event()], read_kernel=True)
+    made._snapshot = lambda fresh: host("192.0.2.9")  # type: ignore[method-assign]
+    made.reconcile([event()], read_kernel=False)  # written as a delta
+    wanted = fake.held
+    fake.wipe()  # the kernel does not hold what the delta meant, and no one said a word
+    made.check_drift()
+    assert fake.held == wanted and not fake.deltas
+    assert "set changes are written whole with nft from now on" in caplog.text
+
+
+def test_drift_someone_else_was_seen_making_leaves_the_deltas_on(
+    daemon: tuple[Daemon, FakeBackend],
+) -> None:
+    made, fake = daemon
+    fake.name, made._watching = "nftables", True
+    made.reconcile([event()], read_kernel=True)
+    made._snapshot = lambda fresh: host("192.0.2.9")  # type: ignore[method-assign]
+    made.reconcile([event()], read_kernel=False)
+    wanted = fake.held
+    fake.wipe()
+    runner = threading.Thread(target=made._loop)
+    runner.start()
+    made.triggers.put(Trigger(Kind.KERNEL_CHANGED, "delete rule inet dockwall governed"))
+    deadline = time.monotonic() + 2.0
+    while fake.held != wanted and time.monotonic() < deadline:
+        time.sleep(0.01)
+    made.triggers.put(Trigger(Kind.STOP, "test"))
+    runner.join(5)
+    assert fake.held == wanted and fake.deltas  # repaired, and the deltas stay

@@ -47,6 +47,10 @@ class Change:
     prepare: str = ""  # before: nothing the installed rules use changes
     commit: str = ""  # after all families succeeded
     abort: str = ""  # after a family failed: undo prepare
+    # Worked out as a difference from a trusted state, not from the kernel's rules: if the
+    # kernel then differs from what was meant, with no one else's change seen, the delta
+    # was wrong (see Kernel.distrust_deltas).
+    delta: bool = False
 
     @property
     def pending(self) -> bool:
@@ -85,6 +89,7 @@ DEFAULT_HITS = "(default)"  # key of the default verdict's counter in Backend.hi
 
 class Backend(Protocol[D, S]):
     name: str
+    deltas: bool  # from a trusted state, write what changed as a delta (else from scratch)
 
     def render(self, ruleset: Ruleset, previous: D | None = None) -> D:
         """ruleset in the backend's terms. previous (an earlier rendering) may be reused
@@ -148,6 +153,12 @@ class Kernel(Generic[D, S]):
 
     def plan_remove(self) -> Transaction[S]:
         return self.backend.removal(self.backend.read())
+
+    def distrust_deltas(self) -> bool:
+        """Stop writing deltas (from now on changes are worked out whole); False if it
+        already had."""
+        was, self.backend.deltas = self.backend.deltas, False
+        return was
 
     def installed(self) -> bool:
         """Whether the kernel holds anything of dockwall's. Reads; forgets nothing."""

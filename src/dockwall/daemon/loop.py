@@ -94,6 +94,8 @@ class Daemon:
     _live_restore: bool = False  # Docker keeps containers running while it is away
     _timings: dict[str, float] = field(default_factory=dict)
     _quarantined: set[str] = field(default_factory=set)  # quarantine warnings already logged
+    _watching: bool = False  # nftables' change stream is followed: someone else's change is told
+    _unconfirmed_delta: bool = False  # the last write was a delta no read has confirmed since
 
     def run(self) -> None:
         firewalld = FirewalldListener(self.triggers)
@@ -104,6 +106,7 @@ class Daemon:
         firewalld.start()
         if self.settings.watch_kernel:
             watch.start()
+            self._watching = True
         # The event stream's first word (connected, or Docker away) joins the first snapshot:
         # one snapshot at start, taken after the stream is listening, so nothing is missed.
         first = wait(self.triggers, FIRST_EVENT_WAIT)
@@ -137,6 +140,8 @@ class Daemon:
             action = next_action(batch, time.monotonic(), next_check)
             if action.stop:
                 return
+            if any(t.kind in CHECK_KINDS for t in batch):
+                self._unconfirmed_delta = False  # drift now found is someone else's doing
             if action.reload:
                 self.reload()
             began = time.monotonic()
@@ -228,9 +233,18 @@ class Daemon:
             log.warning("could not record what was applied", extra={FIELDS: {"error": exc}})
 
     def check_drift(self) -> None:
+        """Read the kernel and put back what was applied. Where the change stream tells of
+        every write to the rules (nftables) and none was told since dockwall's last delta,
+        drift found now can only be that delta's: deltas stop, changes are written whole."""
         self._timings = {}
-        if self.applied is not None:
-            self._enforce(self.applied, [DRIFT])
+        if self.applied is None:
+            return
+        suspect = self._unconfirmed_delta and self._watching and self.kernel.name == "nftables"
+        if self._enforce(self.applied, [DRIFT]) and suspect and self.kernel.distrust_deltas():
+            log.warning(
+                "the kernel differed from dockwall's last delta with no one else's change "
+                "seen: set changes are written whole with nft from now on"
+            )
 
     def _enforce(self, ruleset: Ruleset, why: list[str], fresh: bool = True) -> bool:
         """Make the kernel match ruleset; log what changed and why; True if it wrote.
@@ -241,8 +255,11 @@ class Daemon:
             tx = self.kernel.plan(ruleset, fresh=fresh)
             change = tx.change
             planned = time.monotonic()
+            if fresh:
+                self._unconfirmed_delta = False
             if change.pending:
                 self.kernel.apply(tx)
+                self._unconfirmed_delta = change.delta
                 self._timings["plan_ms"] = (planned - began) * 1000
                 self._timings["apply_ms"] = (time.monotonic() - planned) * 1000
                 _log_change(change, why, self._timings)

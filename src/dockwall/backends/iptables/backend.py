@@ -80,8 +80,9 @@ def _with_moves(change: FamilyChange, installed: ipsets.Sets, want: ipsets.Sets)
 class IptablesBackend:
     name = "iptables"
 
-    def __init__(self, families: tuple[Family, ...] = FAMILIES) -> None:
+    def __init__(self, families: tuple[Family, ...] = FAMILIES, deltas: bool = True) -> None:
         self.families = families
+        self.deltas = deltas  # from a trusted state, a container changing class is a set move
 
     def read_family(self, family: Family) -> saved.Saved:
         """The filter table of one family, with counters."""
@@ -103,7 +104,7 @@ class IptablesBackend:
 
     def diff(self, desired: Rendered, installed: State) -> Transaction[State]:
         ruleset = desired.ruleset
-        if installed.classes is not None:
+        if installed.classes is not None and self.deltas:
             moved = classes.moves(installed.classes, ruleset)
             if moved is not None:  # only containers came, went or changed class
                 return self._moves(installed, *moved)
@@ -149,7 +150,7 @@ class IptablesBackend:
             moves.added += mine.added
             families.append(FamilyChange(family, "", *mine.lines()))
         forward, back = ipsets.text(moves.forward()), ipsets.text(moves.back())
-        change = Change(tuple(families), forward, "", back)
+        change = Change(tuple(families), forward, "", back, delta=True)
         after = replace(installed, sets=sets, classes=index)
         return Transaction(change, installed, after)
 
