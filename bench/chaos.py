@@ -3,7 +3,7 @@
     python3 bench/chaos.py --engine 28            # the full run (several minutes)
     python3 bench/chaos.py --engine 20.10 --restarts 20 --docker-restarts 1 --flushes 3 --kills 1
 
-A sandboxed Docker host (root, network namespaces; see src/dockwall_sandbox) runs the seed
+A sandboxed Docker host (root, network namespaces; see harness/dockwall_sandbox) runs the seed
 scenario (www-nginx, admin-app, db), three containers labelled public=yes and one labelled
 public=no on dbnet with fixed addresses, every one with --restart always. The policy is
 examples/policy.yaml plus a rule opening 9000-9099/tcp (the dialed port) of public=yes
@@ -51,7 +51,6 @@ import argparse
 import bisect
 import contextlib
 import json
-import os
 import random
 import re
 import shutil
@@ -67,6 +66,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "harness"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from dockwall import app
@@ -80,9 +80,9 @@ from dockwall_sandbox import (
 from dockwall_sandbox import topology as topo
 from dockwall_sandbox.dockwall_cli import RunningDaemon
 from dockwall_sandbox.netns import enter_argv
+from dockwall_sandbox.pythonpath import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
-SRC = ROOT / "src"
 EXAMPLE = ROOT / "examples" / "policy.yaml"
 PUBLIC_RULE = """  - name: public-9000
     from: any
@@ -312,8 +312,7 @@ class Chaos:
             raise SandboxError(f"dockwall did not start:\n{self.daemon.log()[-3000:]}")
 
     def _start_prober(self, side: str) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH")) if p)
+        env = child_env()
         argv = enter_argv(
             self.box.outside_ns(side),
             [

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "harness"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from dockwall_sandbox import Sandbox, SandboxError, Side, cleanup_leftovers

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -25,9 +24,10 @@ from pathlib import Path
 
 from dockwall_sandbox import Sandbox
 from dockwall_sandbox import topology as topo
-from dockwall_sandbox.dockwall_cli import SRC, RunningDaemon
+from dockwall_sandbox.dockwall_cli import RunningDaemon
 from dockwall_sandbox.image import IMAGE
 from dockwall_sandbox.netns import enter_argv
+from dockwall_sandbox.pythonpath import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 PORT = 9090
@@ -44,8 +44,7 @@ def prober(box: Sandbox, out: Path) -> subprocess.Popen[bytes]:
         for n in range(THREADS)
     ]
     (out / "targets.json").write_text(json.dumps(targets))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH")) if p)
+    env = child_env()
     argv = [sys.executable, "-m", "dockwall_sandbox.streamprobe", "--targets"]
     argv += [str(out / "targets.json"), "--timeout", "0.1", "--period", "0.002"]
     with (out / "probes.jsonl").open("wb") as stdout:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast, get_args
 
 from dockwall import dockernat, explain, policydiff, record, routes, snapshot
 from dockwall.backends.base import Backend, Change, Kernel
@@ -35,22 +36,55 @@ class Context:
     compiled: Compiled
 
 
-BACKENDS = ("auto", "iptables", "nftables")
+BACKENDS = ("auto", "iptables", "nftables")  # what the command line and the policy may ask for
+BackendName = Literal["iptables", "nftables"]
+"""A backend dockwall installs rules with. "auto" is not one: it is a question about the host,
+which only choose_backend answers (by detect_backend)."""
+
+_MAKERS: dict[BackendName, Callable[[], Backend[Any, Any]]] = {
+    "iptables": IptablesBackend,
+    "nftables": NftablesBackend,
+}
+_TOOLS: tuple[tuple[BackendName, str], ...] = (  # each backend's tool, to see if it is here
+    ("iptables", "iptables-restore"),
+    ("nftables", "nft"),
+)
 
 
-def backend(name: str = "iptables") -> Kernel[Any, Any]:
-    """A backend by name; "auto" must be resolved first (choose_backend)."""
-    chosen: Backend[Any, Any] = NftablesBackend() if name == "nftables" else IptablesBackend()
-    return Kernel(chosen)
+def backend(name: BackendName) -> Kernel[Any, Any]:
+    """The backend called `name`. Any other name, "auto" first, is a caller's mistake and a
+    ValueError: this function has no Docker host to detect with, and a silent iptables would
+    install the wrong rules where Docker runs its nftables firewall backend."""
+    make = _MAKERS.get(name)
+    if make is None:
+        raise ValueError(_not_a_backend(name))
+    return Kernel(make())
 
 
-def choose_backend(asked: str | None, policy: Policy | None, docker_host: str | None) -> str:
-    """The command line's choice, else the policy's, else auto: nftables where Docker itself
-    runs its nftables firewall backend or the host has no iptables (or no ipset, which the
-    iptables backend keeps container addresses in) but has nft, else iptables."""
+def choose_backend(
+    asked: str | None, policy: Policy | None, docker_host: str | None
+) -> BackendName:
+    """The command line's choice, else the policy's, else auto: the one place "auto" is
+    resolved, by detect_backend on the Docker host that the command reads."""
     name = asked or (policy.backend if policy else "auto")
-    if name != "auto":
-        return name
+    if name == "auto":
+        return detect_backend(docker_host)
+    if name not in get_args(BackendName):
+        raise ValueError(_not_a_backend(name))
+    return cast(BackendName, name)
+
+
+def _not_a_backend(name: str) -> str:
+    return (
+        f"{name!r} is not a firewall backend: iptables or nftables "
+        '("auto" is resolved by choose_backend, which asks Docker)'
+    )
+
+
+def detect_backend(docker_host: str | None) -> BackendName:
+    """What "auto" means on this host: nftables where Docker itself runs its nftables firewall
+    backend or the host has no iptables (or no ipset, which the iptables backend keeps
+    container addresses in) but has nft, else iptables (also when Docker can't be asked)."""
     missing = shutil.which("iptables-restore") is None or shutil.which("ipset") is None
     if missing and shutil.which("nft") is not None:
         return "nftables"
@@ -70,8 +104,8 @@ def docker_firewall(docker_host: str | None) -> str:
 def retire_others(kernel: Kernel[Any, Any]) -> list[str]:
     """After applying with one backend, remove what dockwall installed with the other (a
     switch of backend leaves no second set of rules behind). Returns the names retired."""
-    retired = []
-    for name, tool in (("iptables", "iptables-restore"), ("nftables", "nft")):
+    retired: list[str] = []
+    for name, tool in _TOOLS:
         other = name != kernel.name and shutil.which(tool) is not None
         if other and remove(backend(name), forget=False).pending:
             retired.append(name)
@@ -81,7 +115,7 @@ def retire_others(kernel: Kernel[Any, Any]) -> list[str]:
 def remove_all() -> list[Change]:
     """Remove what either backend installed (each whose tool is on this host)."""
     done = []
-    for name, tool in (("iptables", "iptables-restore"), ("nftables", "nft")):
+    for name, tool in _TOOLS:
         if shutil.which(tool) is not None:
             done.append(remove(backend(name)))
     return done

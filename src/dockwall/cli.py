@@ -178,22 +178,9 @@ def status(policy_path: Path, docker_host: str | None, as_json: bool, backend: s
     """
     ctx = app.prepare(policy_path, docker_host)
     kernel = _kernel(backend, ctx, docker_host)
-    in_sync = not app.plan(ctx, kernel).pending
+    header = _status_header(policy_path, ctx, kernel, docker_host)
     rows = exposure(ctx.compiled.ruleset, ctx.host)
     hits = kernel.hits()
-    last = record.load()
-    header = {
-        "policy": str(policy_path),
-        "policy_sha256": ctx.policy.digest,
-        "applied_at": last.applied_at if last else None,
-        "applied_policy_sha256": last.sha256 if last else None,
-        "installed_matches_policy": in_sync,
-        "backend": kernel.name,
-        "docker_version": ctx.host.docker_version,
-        "quarantined": report.quarantine_json(ctx.host),
-        "docker_firewall_backend": app.docker_firewall(docker_host),
-        "unseen_proxy_ports": report.unseen_proxy_ports(kernel.name, ctx.host.proxy_cgroup),
-    }
     if as_json:
         click.echo(report.status_json(header, rows, hits))
         return
@@ -202,6 +189,26 @@ def status(policy_path: Path, docker_host: str | None, as_json: bool, backend: s
     for line in report.quarantine_lines(ctx.host):
         click.echo(line)
     click.echo(report.default_line(hits))
+
+
+def _status_header(
+    policy_path: Path, ctx: app.Context, kernel: Kernel[Any, Any], docker_host: str | None
+) -> report.StatusHeader:
+    """What `status` says first: the policy, the last apply, whether the kernel matches, and
+    the two firewalls (dockwall's, Docker's)."""
+    last = record.load()
+    return report.StatusHeader(
+        policy=str(policy_path),
+        policy_sha256=ctx.policy.digest,
+        applied_at=last.applied_at if last else None,
+        applied_policy_sha256=last.sha256 if last else None,
+        installed_matches_policy=not app.plan(ctx, kernel).pending,
+        backend=kernel.name,
+        docker_version=ctx.host.docker_version,
+        quarantined=ctx.host.quarantined,
+        docker_firewall_backend=app.docker_firewall(docker_host),
+        unseen_proxy_ports=report.unseen_proxy_ports(kernel.name, ctx.host.proxy_cgroup),
+    )
 
 
 @main.command()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import click
@@ -14,7 +16,7 @@ from dockwall.backends.base import DEFAULT_HITS, Change, Hits
 from dockwall.compiler import quarantine_warning
 from dockwall.explain import Verdict
 from dockwall.exposure import ContainerExposure, PortExposure
-from dockwall.hoststate import HostState
+from dockwall.hoststate import HostState, Quarantined
 from dockwall.packets import Outcome, Route
 from dockwall.ruleset import Allow
 from dockwall.values import Family, ProxyCgroup
@@ -139,7 +141,7 @@ def quarantine_lines(host: HostState) -> list[str]:
     ]
 
 
-def quarantine_json(host: HostState) -> list[dict[str, Any]]:
+def quarantine_json(quarantined: Iterable[Quarantined]) -> list[dict[str, Any]]:
     return [
         {
             "kind": q.kind,
@@ -148,7 +150,7 @@ def quarantine_json(host: HostState) -> list[dict[str, Any]]:
             "dropped_addresses": [str(a) for a in q.addresses],
             "dropped_bridge": q.bridge,
         }
-        for q in host.quarantined
+        for q in quarantined
     ]
 
 
@@ -158,7 +160,7 @@ def default_line(hits: dict[str, Hits]) -> str:
 
 
 def status_json(
-    header: dict[str, Any], rows: tuple[ContainerExposure, ...], hits: dict[str, Hits]
+    header: StatusHeader, rows: tuple[ContainerExposure, ...], hits: dict[str, Hits]
 ) -> str:
     containers = [
         {
@@ -191,7 +193,8 @@ def status_json(
     ]
     default = hits.get(DEFAULT_HITS, Hits(0, 0))
     doc = {
-        **header,
+        **asdict(header),  # the fields, in order; a key given again keeps its first place:
+        "quarantined": quarantine_json(header.quarantined),
         "containers": containers,
         "default_dropped_packets": default.packets,
         "default_dropped_bytes": default.bytes,
@@ -267,21 +270,38 @@ def check_json(result: CheckResult, source: str, dest: str) -> str:
     return json.dumps(doc, indent=2)
 
 
-def status_header(header: dict[str, Any]) -> str:
+@dataclass(frozen=True)
+class StatusHeader:
+    """What `dockwall status` says above its table, and first in its JSON: these names, in
+    this order. The CLI builds it in one place from what it read; this module only formats."""
+
+    policy: str  # the policy file, as given
+    policy_sha256: str
+    applied_at: float | None  # by dockwall's record of its last apply; None: no record
+    applied_policy_sha256: str | None
+    installed_matches_policy: bool
+    backend: str  # dockwall's: iptables or nftables
+    docker_version: str
+    quarantined: tuple[Quarantined, ...]
+    docker_firewall_backend: str  # Docker's own, as its /info says
+    unseen_proxy_ports: str  # unseen_proxy_ports()
+
+
+def status_header(header: StatusHeader) -> str:
     match = (
         click.style("yes", fg="green")
-        if header["installed_matches_policy"]
+        if header.installed_matches_policy
         else click.style("NO", fg="red", bold=True) + " (see `dockwall plan`)"
     )
-    applied = header.get("applied_at")
+    applied = header.applied_at
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(applied)) if applied else "unknown"
     return (
-        f"policy {header['policy']} (sha256 {header['policy_sha256'][:12]}), "
+        f"policy {header.policy} (sha256 {header.policy_sha256[:12]}), "
         f"applied {when}, installed rules match it: {match}, "
-        f"backend {header['backend']}, Docker {header['docker_version']}\n"
+        f"backend {header.backend}, Docker {header.docker_version}\n"
         + docker_firewall_line(header)
         + f"\ndocker-proxy's ports of a container dockwall has not seen yet: "
-        f"{header['unseen_proxy_ports']}"
+        f"{header.unseen_proxy_ports}"
     )
 
 
@@ -309,7 +329,12 @@ HOOK_NOTES = {
 }
 
 
-def docker_firewall_line(header: dict[str, Any]) -> str:
-    driver = str(header["docker_firewall_backend"])
-    note = HOOK_NOTES.get((driver.split("+", 1)[0], str(header["backend"])))
+def docker_firewall_line(header: StatusHeader | Mapping[str, str]) -> str:
+    """Docker's firewall backend, and how dockwall's rules sit beside it. A mapping with the
+    two keys alone is taken too: that is how test_nftables_docker asks for the line."""
+    if isinstance(header, StatusHeader):
+        driver, ours = header.docker_firewall_backend, header.backend
+    else:
+        driver, ours = header["docker_firewall_backend"], header["backend"]
+    note = HOOK_NOTES.get((driver.split("+", 1)[0], ours))
     return f"Docker's firewall backend: {driver}" + (f" ({note})" if note else "")

@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 
 from dockwall_sandbox import SeededSandbox
 from dockwall_sandbox import topology as topo
-from dockwall_sandbox.dockwall_cli import SRC, dockwall
+from dockwall_sandbox.dockwall_cli import dockwall
 from dockwall_sandbox.matrix import Case, cases, probe
+from dockwall_sandbox.pythonpath import child_env
 
 pytestmark = pytest.mark.integration
 
@@ -119,7 +120,7 @@ def predicted(seeded: SeededSandbox, policy: Path, found: list[Case]) -> dict[Ca
     done = box.run_in_host(
         [sys.executable, "-c", CHECKER, str(policy), box.docker_host],
         input=json.dumps(asked),
-        env={**os.environ, "PYTHONPATH": SRC},
+        env=child_env(),
         timeout=120,
         as_dockwall=True,
     )

@@ -10,7 +10,6 @@ it found it (table removed, extra containers gone).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import sys
@@ -22,6 +21,7 @@ import pytest
 
 from dockwall_sandbox import Scenario, SeededSandbox
 from dockwall_sandbox.matrix import Case, cases, probe
+from dockwall_sandbox.pythonpath import child_env
 from tests.integration.firewall import mismatches
 from tests.integration.test_firewall import (
     ADMINS,
@@ -34,7 +34,6 @@ from tests.integration.test_firewall import (
 
 pytestmark = pytest.mark.integration
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
 RUNNER = """
 import json, sys
 from dataclasses import replace
@@ -83,8 +82,7 @@ def nft_dockwall(
     argv = [sys.executable, "-c", RUNNER, command]
     if policy is not None:
         argv += [str(policy), sandbox.docker_host, *more]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH")) if p)
+    env = child_env()
     env["DOCKWALL_STATE"] = str(sandbox.dirs.run / "dockwall-nft-applied.json")
     done = sandbox.run_in_host(argv, check=False, env=env, timeout=120, as_dockwall=True)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,9 +9,8 @@ import time
 from pathlib import Path
 
 from .netns import enter_argv
+from .pythonpath import child_env
 from .sandbox import Sandbox
-
-SRC = str(Path(__file__).resolve().parents[1])  # the folder holding dockwall and this package
 
 
 def dockwall(
@@ -93,7 +91,6 @@ class RunningDaemon:
 
 def _env(sandbox: Sandbox) -> dict[str, str]:
     """PYTHONPATH for dockwall; a record of what dockwall applied of the sandbox's own."""
-    env = dict(os.environ)
+    env = child_env()
     env["DOCKWALL_STATE"] = str(sandbox.dirs.run / "dockwall-applied.json")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH")) if p)
     return env

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import subprocess
 import sys
@@ -12,7 +11,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
-from pathlib import Path
 from types import TracebackType
 
 from . import cgroup, cleanup, daemon, netns
@@ -20,6 +18,7 @@ from ._proc import DOCKER_CLI, SandboxError, pid_alive, run
 from .containers import ContainerInfo, PortMap, Scenario, from_inspect
 from .engines import ENGINES, Engine
 from .image import IMAGE, INDEX_HTML, rootfs_tar
+from .pythonpath import child_env
 from .state import StateDirs
 from .topology import (
     DBNET_V4,
@@ -38,7 +37,6 @@ ProbeCase = tuple[Address | None, Address, int]
 """(source address or None for the namespace's choice, destination, TCP port)."""
 
 PROBE_TIMEOUT = 1.5
-_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 
 
 def _url(address: IPv4Address | IPv6Address, port: int) -> str:
@@ -377,13 +375,13 @@ class Sandbox:
                 ],
             }
         ).encode()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            part for part in (_PACKAGE_PARENT, env.get("PYTHONPATH", "")) if part
-        )
         argv = netns.exec_argv(ns, [sys.executable, "-m", "dockwall_sandbox.probe"])
         proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=child_env(),
         )
         return proc, request
 
