@@ -174,6 +174,7 @@ class CheckResult:
     in_sync: bool  # the installed rules are what the current policy and host compile to
     via: str
     not_governed: str = ""  # why dockwall has no say, if it has none
+    backend: str = ""  # the backend that answered (report.py says what it answers from)
 
 
 def check(
@@ -194,7 +195,7 @@ def check(
     packets = explain.packets(found, request.source, via)
     decisions, in_sync = kernel.decide(ctx.compiled.ruleset, packets)
     verdicts = explain.verdicts(found, decisions, ctx.policy, ctx.host.docker_version, firewall)
-    return CheckResult(verdicts, in_sync, via)
+    return CheckResult(verdicts, in_sync, via, backend=kernel.name)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dockwall.decide import admits_port, selects
 from dockwall.hoststate import Container, HostState, PublishedPort
 from dockwall.packets import Route
 from dockwall.ruleset import Allow, Ruleset
@@ -59,13 +60,9 @@ def _paths(
 
 
 def _covers(allow: Allow, addresses: tuple[IPAddress, ...], port: PublishedPort) -> bool:
-    if allow.destinations is not None and not any(
-        a in d for a in addresses for d in allow.destinations
-    ):
-        return False
-    if allow.ports is None:
-        return True
-    return any(r.proto is port.proto and port.host_port in r for r in allow.ports)
+    """The allow selects the container and takes the port as dialed (the host port): the
+    same predicates decide.py judges packets by. Who it lets in (sources, via) is listed."""
+    return selects(allow, addresses) and admits_port(allow, port.proto, port.host_port)
 
 
 def _port_order(port: PublishedPort) -> tuple[int, str, str]:

@@ -207,12 +207,21 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)
 
 
+# What each backend's answer to `check` rests on (see its decide): iptables walks the rules
+# the kernel holds; nftables follows the policy and only compares the table with it.
+ANSWERED_FROM = {
+    "iptables": "the installed rules",
+    "nftables": "the current policy, not the installed rules",
+}
+
+
 def check_text(result: CheckResult, source: str, dest: str) -> str:
+    basis = ANSWERED_FROM.get(result.backend, "the installed rules")
     sync = (
         "the installed rules match the policy"
         if result.in_sync
         else "the installed rules DIFFER from the current policy (drift, or a policy edited "
-        "but not applied): answered from the installed rules"
+        f"but not applied): answered from {basis}"
     )
     if result.not_governed:
         return f"{source} -> {dest}: not governed by dockwall: {result.not_governed}"

@@ -7,7 +7,6 @@ from dataclasses import dataclass, replace
 from dockwall.values import (
     DEFAULT_LOG_RATE,
     Family,
-    IPAddress,
     IPNetwork,
     LogRate,
     PortRange,
@@ -99,12 +98,15 @@ class Ruleset:
             listeners=_listening(self.listeners, family) or (),
         )
 
-    def quarantines(self, destination: IPAddress, out_interface: str) -> bool:
-        """True if traffic from outside to destination, leaving on out_interface, is dropped
-        for being quarantined."""
-        return out_interface in self.quarantine_bridges or any(
-            destination in net for net in self.quarantine
-        )
+
+def in_order(allows: tuple[Allow, ...]) -> list[Allow]:
+    """The order allows are tried in: those for every container first, then the rest, each
+    in policy order. The iptables backend's chains can only try them so (the allows for every
+    container come before the dispatch to a destination's class chain), and the nftables
+    table and decide.py follow it, so all count a packet under the same rule."""
+    return [a for a in allows if a.destinations is None] + [
+        a for a in allows if a.destinations is not None
+    ]
 
 
 def destination_changes(before: Ruleset, after: Ruleset) -> list[tuple[Allow, Allow]] | None:

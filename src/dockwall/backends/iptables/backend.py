@@ -155,13 +155,18 @@ class IptablesBackend:
         return Transaction(change, installed, after)
 
     def decide(self, ruleset: Ruleset, packets: list[Packet]) -> tuple[list[Decision], bool]:
+        """Each packet followed through the installed chains and ipsets, as the kernel would
+        (evaluate.py), whatever ruleset says; and whether they are ruleset's rendering. Where
+        they are, the walk gives what dockwall.decide gives (tests/unit/test_decide.py holds
+        the rendering to it). Without our chains or their hook: NOT_INSTALLED, and not in
+        sync (as NftablesBackend.decide)."""
         families = {Family.of(p.source) for p in packets}
         state = {f: self.read_family(f) for f in families}
         installed = {f: s.chains for f, s in state.items()}
         in_sync = all(installed[f] == render.render(f, ruleset.in_family(f)) for f in families)
         hooked = all(transaction.hook_ok(s) for s in state.values())
         if not (hooked and all(installed.values())):
-            return [Decision(Outcome.NOT_INSTALLED, "", "", None) for _ in packets], in_sync
+            return [Decision(Outcome.NOT_INSTALLED, "", "", None) for _ in packets], False
         sets = self.read_sets()
         in_sync = in_sync and all(
             sets.get(n) == m

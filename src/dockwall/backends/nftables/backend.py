@@ -161,11 +161,12 @@ class NftablesBackend:
         return {} if installed is None else readback.hits(installed)
 
     def decide(self, ruleset: Ruleset, packets: list[Packet]) -> tuple[list[Decision], bool]:
-        """Whether the table matches ruleset, and what ruleset does with each packet.
+        """What ruleset does with each packet (dockwall.decide; evaluate.py names the rule
+        line of the rendering that does it), and whether the kernel holds that rendering.
 
-        Limitation: when the installed table differs from ruleset's rendering (drift, or a
-        policy not applied yet), the packets are still followed through ruleset, not through
-        the installed rules; in_sync False says so. Without a table: NOT_INSTALLED."""
+        The installed rules are not walked: where the table differs from ruleset's rendering
+        (drift, or a policy not applied yet) the answer is still ruleset's, not the kernel's;
+        in_sync False says so. Without a table: NOT_INSTALLED, and not in sync."""
         installed = self.read_table()
         wanted = render.render(_writable(ruleset))
         if installed is None:

@@ -4,7 +4,7 @@
                         replies and traffic from bridges: accept; to a quarantined address
                         (sets quarantine4/6) or bridge: the default; to a bridge: goto governed
     chain governed      one rule per allow (and family, and protocol): counter accept;
-                        allows for every container first (see in_order)
+                        allows for every container first (see ruleset.in_order)
                         destinations of a rule that logs: goto log-<rule>
                         else [log "dockwall:default "] and the default: counter drop / reject
     chain log-<rule>    rate-limited log "dockwall:<rule> ", then the default verdict
@@ -52,7 +52,7 @@ from dockwall.backends.nftables.model import (
     ports,
     table,
 )
-from dockwall.ruleset import Allow, Listener, Ruleset
+from dockwall.ruleset import Allow, Listener, Ruleset, in_order
 from dockwall.values import (
     Family,
     IPNetwork,
@@ -154,14 +154,6 @@ def _listening(listeners: Iterable[Listener]) -> list[str]:
 
 def _net_text(net: IPNetwork) -> str:
     return address(net)
-
-
-def in_order(allows: tuple[Allow, ...]) -> list[Allow]:
-    """Allows for every container first, then the rest, each in policy order: the order the
-    iptables backend tries them in, so both count a packet under the same rule."""
-    return [a for a in allows if a.destinations is None] + [
-        a for a in allows if a.destinations is not None
-    ]
 
 
 def _bridge_names(ruleset: Ruleset) -> list[str]:
