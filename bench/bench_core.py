@@ -30,10 +30,10 @@ from dockwall.backends.base import Kernel
 from dockwall.backends.iptables import ipsets, render
 from dockwall.backends.iptables.backend import IptablesBackend
 from dockwall.backends.nftables import NftablesBackend
-from dockwall.compiler import compile_policy
-from dockwall.hoststate import Container, Endpoint, HostState, Network, PublishedPort
-from dockwall.policy import parse_policy
-from dockwall.values import Family, Proto
+from dockwall.compile.compiler import compile_policy
+from dockwall.model.hoststate import Container, Endpoint, HostState, Network, PublishedPort
+from dockwall.model.policy import parse_policy
+from dockwall.model.values import Family, Proto
 
 CONTAINERS, NETWORKS, RULES, GROUPS, ADDRESSES = 1000, 50, 200, 100, 10_000
 NS = f"dwbench-{os.getpid()}"

@@ -69,7 +69,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "harness"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from dockwall import app
+from dockwall.cli import app
 from dockwall_sandbox import (
     ENGINES,
     Sandbox,

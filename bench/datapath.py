@@ -79,7 +79,7 @@ LINEAR_APPLY = (
     "import sys\n"
     "from dockwall.backends.iptables import ipsets\n"
     "ipsets.THRESHOLD = 10**9  # the seed's way: no sets, one rule per address\n"
-    "from dockwall.cli import main\n"
+    "from dockwall.cli.commands import main\n"
     "sys.argv = ['dockwall', 'apply', '-p', sys.argv[1], '--docker-host', sys.argv[2]]\n"
     "main()\n"
 )

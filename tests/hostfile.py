@@ -8,8 +8,15 @@ from typing import Any
 
 import yaml
 
-from dockwall.hoststate import Container, Endpoint, HostState, Network, PublishedPort, Quarantined
-from dockwall.values import Proto
+from dockwall.model.hoststate import (
+    Container,
+    Endpoint,
+    HostState,
+    Network,
+    PublishedPort,
+    Quarantined,
+)
+from dockwall.model.values import Proto
 
 
 def load_host(path: Path) -> HostState:

@@ -1,5 +1,5 @@
 """`python -m dockwall` is the `dockwall` command."""
 
-from dockwall.cli import main
+from dockwall.cli.commands import main
 
 main()

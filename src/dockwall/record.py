@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dockwall.hoststate import HostState
-from dockwall.ruleset import Allow, Listener, Ruleset
-from dockwall.values import LogRate, PortRange, Proto, ProxyCgroup, Verdict
+from dockwall.model.hoststate import HostState
+from dockwall.model.ruleset import Allow, Listener, Ruleset
+from dockwall.model.values import LogRate, PortRange, Proto, ProxyCgroup, Verdict
 
 DEFAULT_PATH = Path("/run/dockwall/applied.json")
 

@@ -95,9 +95,9 @@ def via_of(source: IPv4Address | IPv6Address) -> str:
 CHECKER = """
 import ipaddress, json, sys
 from pathlib import Path
-from dockwall import app
-from dockwall.packets import Outcome
-from dockwall.values import Proto
+from dockwall.cli import app
+from dockwall.model.packets import Outcome
+from dockwall.model.values import Proto
 
 policy, docker_host = Path(sys.argv[1]), sys.argv[2]
 ctx = app.prepare(policy, docker_host)

@@ -38,8 +38,9 @@ RUNNER = """
 import json, sys
 from dataclasses import replace
 from pathlib import Path
-from dockwall import app, proc
-from dockwall.compiler import compile_policy
+from dockwall import proc
+from dockwall.cli import app
+from dockwall.compile.compiler import compile_policy
 from dockwall.backends.base import Kernel
 from dockwall.backends.nftables import NftablesBackend
 

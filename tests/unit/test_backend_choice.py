@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from dockwall import app, snapshot
 from dockwall.backends.iptables.backend import IptablesBackend
 from dockwall.backends.nftables import NftablesBackend
+from dockwall.cli import app
 from dockwall.errors import DockerError
-from dockwall.policy import Policy, load_policy
+from dockwall.host import snapshot
+from dockwall.model.policy import Policy, load_policy
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "policy.yaml"
 ALL_TOOLS = frozenset({"iptables-restore", "ipset", "nft"})

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dockwall.backends.iptables import classes, ipsets, render
-from dockwall.ruleset import Allow, Ruleset, destination_classes
-from dockwall.values import Family, IPNetwork, PortRange, Proto, Verdict
+from dockwall.model.ruleset import Allow, Ruleset, destination_classes
+from dockwall.model.values import Family, IPNetwork, PortRange, Proto, Verdict
 
 POOL: list[IPNetwork] = [
     *(ipaddress.ip_network(f"192.0.2.{i}") for i in range(1, 7)),

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from dockwall import explain
-from dockwall.compiler import closed, compile_policy, selects
-from dockwall.hoststate import Container, Endpoint
-from dockwall.packets import Decision, Outcome
-from dockwall.policy import Selector, parse_policy
-from dockwall.ruleset import Listener
-from dockwall.values import Family, Proto
+from dockwall.compile import explain
+from dockwall.compile.compiler import closed, compile_policy, selects
+from dockwall.model.hoststate import Container, Endpoint
+from dockwall.model.packets import Decision, Outcome
+from dockwall.model.policy import Selector, parse_policy
+from dockwall.model.ruleset import Listener
+from dockwall.model.values import Family, Proto
 from tests.hostfile import load_host
 
 SCENARIOS = Path(__file__).parents[1] / "scenarios"

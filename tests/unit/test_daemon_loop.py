@@ -18,10 +18,10 @@ from dockwall.daemon import loop
 from dockwall.daemon.loop import Action, Daemon, Settings, next_action
 from dockwall.daemon.triggers import Kind, Trigger
 from dockwall.errors import BackendError
-from dockwall.hoststate import Container, Endpoint, HostState, Network
-from dockwall.policy import parse_policy
-from dockwall.ruleset import Ruleset
-from dockwall.values import Family
+from dockwall.model.hoststate import Container, Endpoint, HostState, Network
+from dockwall.model.policy import parse_policy
+from dockwall.model.ruleset import Ruleset
+from dockwall.model.values import Family
 
 POLICY = b"""version: 1
 default: drop

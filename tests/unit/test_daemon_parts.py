@@ -9,14 +9,14 @@ import queue
 import struct
 from pathlib import Path
 
-from dockwall import policydiff
+from dockwall.compile import policydiff
 from dockwall.daemon import describe, nftevents
 from dockwall.daemon.kernelwatch import Transactions
 from dockwall.daemon.triggers import Kind, Trigger, event_trigger, wait
-from dockwall.hoststate import Container, Endpoint, HostState, PublishedPort
 from dockwall.logfmt import FIELDS, LogfmtFormatter
-from dockwall.ruleset import Allow, Ruleset
-from dockwall.values import Proto, Verdict
+from dockwall.model.hoststate import Container, Endpoint, HostState, PublishedPort
+from dockwall.model.ruleset import Allow, Ruleset
+from dockwall.model.values import Proto, Verdict
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

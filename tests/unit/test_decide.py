@@ -1,4 +1,4 @@
-"""The core's decide (dockwall.decide) against a second implementation: the iptables
+"""The core's decide (dockwall.compile.decide) against a second implementation: the iptables
 rendering of the same Ruleset, walked rule by rule as the kernel would (the walker
 IptablesBackend.decide feeds with the installed chains and ipsets), for random small
 Rulesets and packets on both paths. Then a few stories, one per step."""
@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from dockwall.backends.iptables import evaluate as ipt_evaluate
 from dockwall.backends.iptables import ipsets
 from dockwall.backends.iptables import render as ipt_render
-from dockwall.decide import Ruling, Step, decide
-from dockwall.packets import Decision, Outcome, Packet, Route
-from dockwall.ruleset import Allow, Listener, Ruleset
-from dockwall.values import Family, IPAddress, IPNetwork, PortRange, Proto, Verdict
+from dockwall.compile.decide import Ruling, Step, decide
+from dockwall.model.packets import Decision, Outcome, Packet, Route
+from dockwall.model.ruleset import Allow, Listener, Ruleset
+from dockwall.model.values import Family, IPAddress, IPNetwork, PortRange, Proto, Verdict
 
 net = ipaddress.ip_network
 ip = ipaddress.ip_address

@@ -15,9 +15,9 @@ import pytest
 from dockwall.backends.iptables import ipsets, render
 from dockwall.backends.nftables import model as nft_model
 from dockwall.backends.nftables import render as nft_render
-from dockwall.compiler import compile_policy
-from dockwall.policy import load_policy
-from dockwall.values import Family
+from dockwall.compile.compiler import compile_policy
+from dockwall.model.policy import load_policy
+from dockwall.model.values import Family
 from tests.hostfile import load_host
 
 SCENARIOS = Path(__file__).parent.parent / "scenarios"

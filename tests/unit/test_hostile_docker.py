@@ -19,15 +19,15 @@ import docker
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dockwall import snapshot
 from dockwall.backends.iptables import evaluate, ipsets, render
 from dockwall.backends.nftables import model as nft_model
 from dockwall.backends.nftables import render as nft_render
-from dockwall.compiler import compile_policy
-from dockwall.hoststate import HostState
-from dockwall.packets import Outcome, Packet
-from dockwall.policy import Policy, parse_policy
-from dockwall.values import IFNAME_PATTERN, Family, Proto
+from dockwall.compile.compiler import compile_policy
+from dockwall.host import snapshot
+from dockwall.model.hoststate import HostState
+from dockwall.model.packets import Outcome, Packet
+from dockwall.model.policy import Policy, parse_policy
+from dockwall.model.values import IFNAME_PATTERN, Family, Proto
 
 MARK = "ZQX"  # in every injection payload, with a character no valid value may have
 PAYLOADS = [

@@ -6,9 +6,9 @@ import ipaddress
 
 from dockwall.backends.iptables import ipsets, render
 from dockwall.backends.iptables.evaluate import evaluate
-from dockwall.packets import Outcome, Packet
-from dockwall.ruleset import Allow, Ruleset
-from dockwall.values import Family, PortRange, Proto, Verdict
+from dockwall.model.packets import Outcome, Packet
+from dockwall.model.ruleset import Allow, Ruleset
+from dockwall.model.values import Family, PortRange, Proto, Verdict
 
 MANY = tuple(ipaddress.ip_network(f"198.51.100.{i}") for i in range(10, 30))
 

@@ -14,9 +14,9 @@ from dockwall import proc
 from dockwall.backends.base import Backend, Kernel
 from dockwall.backends.nftables import NftablesBackend, model, netlink, transaction
 from dockwall.errors import BackendError
-from dockwall.packets import Outcome, Packet
-from dockwall.ruleset import Ruleset
-from dockwall.values import Proto
+from dockwall.model.packets import Outcome, Packet
+from dockwall.model.ruleset import Ruleset
+from dockwall.model.values import Proto
 from tests.unit.test_nftables_readback import SEED_LISTING, seed_ruleset
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from dockwall import report
 from dockwall.backends.nftables import docker_firewall_backend, docker_uses_nftables
 from dockwall.backends.nftables.docker import NOT_REPORTED
+from dockwall.cli import report
 
 
 @pytest.mark.parametrize(

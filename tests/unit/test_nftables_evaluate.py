@@ -12,11 +12,11 @@ from dockwall.backends.iptables import evaluate as ipt_evaluate
 from dockwall.backends.iptables import ipsets
 from dockwall.backends.iptables import render as ipt_render
 from dockwall.backends.nftables import evaluate, render
-from dockwall.compiler import compile_policy
-from dockwall.packets import Outcome, Packet
-from dockwall.policy import load_policy
-from dockwall.ruleset import Ruleset
-from dockwall.values import Family, IPAddress, Proto
+from dockwall.compile.compiler import compile_policy
+from dockwall.model.packets import Outcome, Packet
+from dockwall.model.policy import load_policy
+from dockwall.model.ruleset import Ruleset
+from dockwall.model.values import Family, IPAddress, Proto
 from tests.hostfile import load_host
 
 SCENARIOS = Path(__file__).parent.parent / "scenarios"

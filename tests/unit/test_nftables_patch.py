@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dockwall.backends.nftables import model, patch, render
-from dockwall.ruleset import Allow, Ruleset
-from dockwall.values import Family, IPNetwork, PortRange, Proto, Verdict
+from dockwall.model.ruleset import Allow, Ruleset
+from dockwall.model.values import Family, IPNetwork, PortRange, Proto, Verdict
 
 net = ipaddress.ip_network
 SOURCES = [

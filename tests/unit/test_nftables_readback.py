@@ -10,10 +10,10 @@ from typing import Any
 
 from dockwall.backends.base import DEFAULT_HITS, Change, Hits
 from dockwall.backends.nftables import model, readback, render, transaction
-from dockwall.compiler import compile_policy
-from dockwall.policy import load_policy
-from dockwall.ruleset import Ruleset
-from dockwall.values import Family
+from dockwall.compile.compiler import compile_policy
+from dockwall.model.policy import load_policy
+from dockwall.model.ruleset import Ruleset
+from dockwall.model.values import Family
 from tests.hostfile import load_host
 
 SEED = Path(__file__).parent.parent / "scenarios" / "seed"

@@ -8,8 +8,8 @@ import pytest
 
 from dockwall.backends.nftables import model, render
 from dockwall.errors import UnsafeValueError
-from dockwall.ruleset import Allow, Ruleset
-from dockwall.values import PortRange, Proto, Verdict
+from dockwall.model.ruleset import Allow, Ruleset
+from dockwall.model.values import PortRange, Proto, Verdict
 
 net = ipaddress.ip_network
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from dockwall.errors import PolicyError
-from dockwall.policy import Selector, load_policy, parse_policy
-from dockwall.values import LogRate, PortRange, Proto, Verdict
+from dockwall.model.policy import Selector, load_policy, parse_policy
+from dockwall.model.values import LogRate, PortRange, Proto, Verdict
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "policy.yaml"
 

@@ -12,9 +12,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dockwall import yamlsource
 from dockwall.errors import PolicyError
-from dockwall.policy import Policy, parse_policy
+from dockwall.model import yamlsource
+from dockwall.model.policy import Policy, parse_policy
 
 KEYS = ["version", "default", "groups", "rules", "name", "from", "to", "ports", "via", "log"]
 scalars = (

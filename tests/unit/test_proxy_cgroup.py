@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from dockwall import proxycgroup, record
+from dockwall import record
 from dockwall.backends.nftables import readback, render
-from dockwall.compiler import closed, compile_policy
+from dockwall.compile.compiler import closed, compile_policy
 from dockwall.errors import UnsafeValueError
-from dockwall.hoststate import HostState
-from dockwall.policy import load_policy
-from dockwall.values import Proto, ProxyCgroup
+from dockwall.host import proxycgroup
+from dockwall.model.hoststate import HostState
+from dockwall.model.policy import load_policy
+from dockwall.model.values import Proto, ProxyCgroup
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "policy.yaml"
 FIXTURE = Path(__file__).parent / "fixtures" / "nft-proxy-cgroup.json"

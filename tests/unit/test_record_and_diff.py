@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from dockwall import policydiff, record
-from dockwall.compiler import compile_policy
-from dockwall.policy import parse_policy
+from dockwall import record
+from dockwall.compile import policydiff
+from dockwall.compile.compiler import compile_policy
+from dockwall.model.policy import parse_policy
 from tests.hostfile import load_host
 
 SCENARIOS = Path(__file__).parents[1] / "scenarios"

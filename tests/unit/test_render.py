@@ -5,8 +5,8 @@ from __future__ import annotations
 import ipaddress
 
 from dockwall.backends.iptables import render
-from dockwall.ruleset import Allow, Ruleset
-from dockwall.values import Family, Verdict
+from dockwall.model.ruleset import Allow, Ruleset
+from dockwall.model.values import Family, Verdict
 
 
 def test_chain_depth_stays_fixed_however_many_rules() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from dockwall import report
-from dockwall.app import CheckResult
+from dockwall.cli import report
+from dockwall.cli.app import CheckResult
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ import docker
 import pytest
 import requests.exceptions
 
-from dockwall import snapshot
 from dockwall.errors import DockerError, UnsafeValueError
-from dockwall.hoststate import HostState
-from dockwall.values import Family, Proto
+from dockwall.host import snapshot
+from dockwall.model.hoststate import HostState
+from dockwall.model.values import Family, Proto
 
 
 def test_container_from_api_listing() -> None:

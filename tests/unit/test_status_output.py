@@ -15,10 +15,12 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from dockwall import app, cli, record
+from dockwall import record
 from dockwall.backends.base import DEFAULT_HITS, Hits
-from dockwall.compiler import compile_policy
-from dockwall.policy import load_policy
+from dockwall.cli import app
+from dockwall.cli import commands as cli
+from dockwall.compile.compiler import compile_policy
+from dockwall.model.policy import load_policy
 from tests.hostfile import load_host
 
 SCENARIO = Path(__file__).parents[1] / "scenarios" / "quarantine"

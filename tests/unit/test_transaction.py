@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dockwall.backends.iptables import saved, transaction
-from dockwall.values import Family
+from dockwall.model.values import Family
 
 WANTED = {"DOCKWALL": ["-j DOCKWALL-DEFAULT"], "DOCKWALL-DEFAULT": ["-j DROP"]}
 

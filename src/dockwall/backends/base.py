@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from dockwall.packets import Decision, Packet
-from dockwall.ruleset import Ruleset
-from dockwall.values import Family
+from dockwall.model.packets import Decision, Packet
+from dockwall.model.ruleset import Ruleset
+from dockwall.model.values import Family
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dockwall.hoststate import Container, HostState
+from dockwall.model.hoststate import Container, HostState
 
 Addresses = tuple[str, ...]
 

@@ -19,19 +19,21 @@ from typing import Any
 
 import docker
 
-from dockwall import policydiff, record, snapshot
+from dockwall import record
 from dockwall.backends.base import Change, Kernel
-from dockwall.compiler import closed, compile_policy, quarantine_warning
+from dockwall.compile import policydiff
+from dockwall.compile.compiler import closed, compile_policy, quarantine_warning
 from dockwall.daemon import describe, sdnotify
 from dockwall.daemon.events import EventFollower
 from dockwall.daemon.firewalld import FirewalldListener
 from dockwall.daemon.kernelwatch import KernelWatch
 from dockwall.daemon.triggers import Kind, Trigger, Triggers, wait
 from dockwall.errors import DockerError, DockwallError, PolicyError
-from dockwall.hoststate import HostState
+from dockwall.host import snapshot
 from dockwall.logfmt import FIELDS
-from dockwall.policy import Policy, load_policy
-from dockwall.ruleset import Ruleset
+from dockwall.model.hoststate import HostState
+from dockwall.model.policy import Policy, load_policy
+from dockwall.model.ruleset import Ruleset
 
 log = logging.getLogger("dockwall.run")
 DRIFT = "drift: the installed rules were changed by someone"

@@ -10,9 +10,9 @@ from dockwall import proc
 from dockwall.backends.base import Change, FamilyChange, Hits, Transaction
 from dockwall.backends.iptables import classes, evaluate, ipsets, render, saved, transaction
 from dockwall.errors import BackendError
-from dockwall.packets import Decision, Outcome, Packet
-from dockwall.ruleset import Ruleset
-from dockwall.values import Family
+from dockwall.model.packets import Decision, Outcome, Packet
+from dockwall.model.ruleset import Ruleset
+from dockwall.model.values import Family
 
 FAMILIES = (Family.V4, Family.V6)
 TIMEOUT = 30.0  # seconds for one save or restore
@@ -157,7 +157,7 @@ class IptablesBackend:
     def decide(self, ruleset: Ruleset, packets: list[Packet]) -> tuple[list[Decision], bool]:
         """Each packet followed through the installed chains and ipsets, as the kernel would
         (evaluate.py), whatever ruleset says; and whether they are ruleset's rendering. Where
-        they are, the walk gives what dockwall.decide gives (tests/unit/test_decide.py holds
+        they are, the walk gives what dockwall.compile.decide gives (tests/unit/test_decide.py holds
         the rendering to it). Without our chains or their hook: NOT_INSTALLED, and not in
         sync (as NftablesBackend.decide)."""
         families = {Family.of(p.source) for p in packets}

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from dockwall.ruleset import Allow, Ruleset, destination_changes
-from dockwall.values import Family, IPNetwork
+from dockwall.model.ruleset import Allow, Ruleset, destination_changes
+from dockwall.model.values import Family, IPNetwork
 
 Key = tuple[str, ...]  # the names of the rules whose allows name an address, in policy order
 

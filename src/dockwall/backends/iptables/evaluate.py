@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from dockwall.backends.iptables.ipsets import Sets
 from dockwall.backends.iptables.render import ENTRY, INPUT_ENTRY
 from dockwall.errors import BackendError
-from dockwall.packets import Decision, Outcome, Packet, Route
+from dockwall.model.packets import Decision, Outcome, Packet, Route
 
 MAX_STEPS = 100_000  # rules walked at most: a loop in edited chains can't hang us
 

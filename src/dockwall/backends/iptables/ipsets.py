@@ -24,8 +24,8 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 
-from dockwall.ruleset import Allow, Ruleset, destination_classes
-from dockwall.values import Family, IPNetwork, checked_name
+from dockwall.model.ruleset import Allow, Ruleset, destination_classes
+from dockwall.model.values import Family, IPNetwork, checked_name
 
 THRESHOLD = 8  # more sources than this in one family: use a set
 PREFIXES = {Family.V4: "dw4-", Family.V6: "dw6-"}

@@ -37,8 +37,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from dockwall.backends.iptables import ipsets
-from dockwall.ruleset import Allow, Listener, Ruleset, destination_classes
-from dockwall.values import (
+from dockwall.model.ruleset import Allow, Listener, Ruleset, destination_classes
+from dockwall.model.values import (
     Family,
     IPNetwork,
     LogRate,

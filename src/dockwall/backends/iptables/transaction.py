@@ -8,7 +8,7 @@ import difflib
 from dockwall.backends.base import FamilyChange
 from dockwall.backends.iptables.render import ENTRY, Chains
 from dockwall.backends.iptables.saved import HOOK_CHAINS, JUMPS, Saved
-from dockwall.values import Family
+from dockwall.model.values import Family
 
 DOCKER_USER_JUMP = "-j DOCKER-USER"
 NO_DOCKER_USER = " (there is no DOCKER-USER to hook)"  # Docker 20.10's ip6tables, Docker's nftables

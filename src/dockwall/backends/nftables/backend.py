@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
-from dockwall import proc, proxycgroup
+from dockwall import proc
 from dockwall.backends.base import Hits, Transaction
 from dockwall.backends.nftables import (
     evaluate,
@@ -35,8 +35,9 @@ from dockwall.backends.nftables import (
 )
 from dockwall.backends.nftables.model import FAMILY, NAME, Table
 from dockwall.errors import BackendError
-from dockwall.packets import Decision, Outcome, Packet
-from dockwall.ruleset import Ruleset
+from dockwall.host import proxycgroup
+from dockwall.model.packets import Decision, Outcome, Packet
+from dockwall.model.ruleset import Ruleset
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ class NftablesBackend:
         return {} if installed is None else readback.hits(installed)
 
     def decide(self, ruleset: Ruleset, packets: list[Packet]) -> tuple[list[Decision], bool]:
-        """What ruleset does with each packet (dockwall.decide; evaluate.py names the rule
+        """What ruleset does with each packet (dockwall.compile.decide; evaluate.py names the rule
         line of the rendering that does it), and whether the kernel holds that rendering.
 
         The installed rules are not walked: where the table differs from ruleset's rendering

@@ -1,4 +1,4 @@
-"""Where in the rendered table the core's answer (dockwall.decide) is given. Pure.
+"""Where in the rendered table the core's answer (dockwall.compile.decide) is given. Pure.
 
 This answers from the Ruleset, not from the rules read back: the backend only calls it with
 the Ruleset whose rendering it compared with the kernel, and says when they differ (then the
@@ -20,10 +20,10 @@ from dockwall.backends.nftables.model import (
     Rule,
     Table,
 )
-from dockwall.decide import Ruling, Step, decide
-from dockwall.packets import Decision, Packet, Route
-from dockwall.ruleset import Allow, Ruleset
-from dockwall.values import Family
+from dockwall.compile.decide import Ruling, Step, decide
+from dockwall.model.packets import Decision, Packet, Route
+from dockwall.model.ruleset import Allow, Ruleset
+from dockwall.model.values import Family
 
 
 def evaluate(ruleset: Ruleset, rendered: Table, packet: Packet) -> Decision:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from dockwall.values import Family
+from dockwall.model.values import Family
 
 FAMILY = "inet"
 NAME = "dockwall"

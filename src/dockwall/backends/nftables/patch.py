@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dockwall.backends.nftables import render
 from dockwall.backends.nftables.model import GOVERNED, LOG_PREFIX, NftSet, Rule, Table
-from dockwall.ruleset import Ruleset, destination_changes
+from dockwall.model.ruleset import Ruleset, destination_changes
 
 
 def patch(before: Ruleset, rendered: Table, after: Ruleset) -> Table | None:

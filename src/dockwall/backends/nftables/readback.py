@@ -28,7 +28,7 @@ from dockwall.backends.nftables.model import (
     table,
 )
 from dockwall.errors import BackendError
-from dockwall.values import cgroup_level
+from dockwall.model.values import cgroup_level
 
 _VERDICTS = ("accept", "drop", "return", "continue")
 _QUOTED = ("iifname", "oifname")

@@ -52,8 +52,8 @@ from dockwall.backends.nftables.model import (
     ports,
     table,
 )
-from dockwall.ruleset import Allow, Listener, Ruleset, in_order
-from dockwall.values import (
+from dockwall.model.ruleset import Allow, Listener, Ruleset, in_order
+from dockwall.model.values import (
     Family,
     IPNetwork,
     LogRate,

@@ -31,7 +31,7 @@ from dockwall.backends.nftables.model import (
     transaction,
 )
 from dockwall.backends.nftables.netlink import SetChange
-from dockwall.values import Family
+from dockwall.model.values import Family
 
 FAMILIES = (Family.V4, Family.V6)
 REPLACE = f"replace table {FAMILY} {NAME} (IPv4 and IPv6 in one nft transaction)"

@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 
-from dockwall.hoststate import Container, HostState, Quarantined
-from dockwall.policy import Policy, Rule, Selector
-from dockwall.ruleset import Allow, Listener, Ruleset
-from dockwall.values import IPNetwork, PortRange, ProxyCgroup
+from dockwall.model.hoststate import Container, HostState, Quarantined
+from dockwall.model.policy import Policy, Rule, Selector
+from dockwall.model.ruleset import Allow, Listener, Ruleset
+from dockwall.model.values import IPNetwork, PortRange, ProxyCgroup
 
 DEFAULT_BRIDGE_PREFIXES = ("br-",)  # Docker's names for user-defined bridges made later
 DEFAULT_BRIDGES = ("docker0",)  # governed even before Docker is seen (fail closed)

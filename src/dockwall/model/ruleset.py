@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from dockwall.values import (
+from dockwall.model.values import (
     DEFAULT_LOG_RATE,
     Family,
     IPNetwork,

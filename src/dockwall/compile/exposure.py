@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dockwall.decide import admits_port, selects
-from dockwall.hoststate import Container, HostState, PublishedPort
-from dockwall.packets import Route
-from dockwall.ruleset import Allow, Ruleset
-from dockwall.values import Family, IPAddress
+from dockwall.compile.decide import admits_port, selects
+from dockwall.model.hoststate import Container, HostState, PublishedPort
+from dockwall.model.packets import Route
+from dockwall.model.ruleset import Allow, Ruleset
+from dockwall.model.values import Family, IPAddress
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import json
 
 from dockwall import proc
 from dockwall.errors import BackendError
-from dockwall.values import IPAddress, checked_ifname
+from dockwall.model.values import IPAddress, checked_ifname
 
 
 def interface_towards(address: IPAddress) -> str:

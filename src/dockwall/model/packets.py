@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from dockwall.values import IPAddress, Proto
+from dockwall.model.values import IPAddress, Proto
 
 
 class Outcome(StrEnum):

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dockwall.errors import UnsafeValueError
-from dockwall.values import Proto, ProxyCgroup
+from dockwall.model.values import Proto, ProxyCgroup
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
-from dockwall import dockernat, explain, policydiff, record, routes, snapshot
+from dockwall import record
 from dockwall.backends.base import Backend, Change, Kernel
 from dockwall.backends.iptables.backend import IptablesBackend
 from dockwall.backends.nftables import (
@@ -20,11 +20,13 @@ from dockwall.backends.nftables import (
     docker_firewall_backend,
     docker_uses_nftables,
 )
-from dockwall.compiler import Compiled, compile_policy
+from dockwall.compile import explain, policydiff
+from dockwall.compile.compiler import Compiled, compile_policy
 from dockwall.errors import BackendError, DockerError
-from dockwall.hoststate import HostState
-from dockwall.policy import Policy, load_policy
-from dockwall.values import Family, IPAddress, Proto
+from dockwall.host import dockernat, routes, snapshot
+from dockwall.model.hoststate import HostState
+from dockwall.model.policy import Policy, load_policy
+from dockwall.model.values import Family, IPAddress, Proto
 
 log = logging.getLogger(__name__)
 

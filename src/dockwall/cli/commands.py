@@ -11,13 +11,14 @@ from typing import Any, TypeVar
 
 import click
 
-from dockwall import app, logfmt, record, report
+from dockwall import logfmt, record
 from dockwall.backends.base import Kernel
+from dockwall.cli import app, report
+from dockwall.compile.exposure import exposure
 from dockwall.daemon import loop
 from dockwall.errors import DockerError, DockwallError, PolicyError, UnsafeValueError
-from dockwall.exposure import exposure
-from dockwall.policy import load_policy
-from dockwall.values import PortRange, Proto, checked_ifname
+from dockwall.model.policy import load_policy
+from dockwall.model.values import PortRange, Proto, checked_ifname
 
 DEFAULT_POLICY = Path("/etc/dockwall/policy.yaml")
 EXIT_OK = 0

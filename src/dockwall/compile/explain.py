@@ -8,10 +8,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dockwall.errors import DockwallError
-from dockwall.hoststate import Container, HostState, PublishedPort
-from dockwall.packets import Decision, Outcome, Packet, Route
-from dockwall.policy import Policy
-from dockwall.values import Family, IPAddress, Proto
+from dockwall.model.hoststate import Container, HostState, PublishedPort
+from dockwall.model.packets import Decision, Outcome, Packet, Route
+from dockwall.model.policy import Policy
+from dockwall.model.values import Family, IPAddress, Proto
 
 
 class NotGoverned(DockwallError):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from dockwall.exposure import exposure
-from dockwall.hoststate import HostState
-from dockwall.ruleset import Allow, Ruleset
+from dockwall.compile.exposure import exposure
+from dockwall.model.hoststate import HostState
+from dockwall.model.ruleset import Allow, Ruleset
 
 Names = Mapping[str, str]  # address -> container name
 

@@ -10,9 +10,9 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from dockwall import yamlsource
 from dockwall.errors import PolicyError, Problem, UnsafeValueError
-from dockwall.values import (
+from dockwall.model import yamlsource
+from dockwall.model.values import (
     DEFAULT_LOG_RATE,
     IPNetwork,
     LogRate,

@@ -11,7 +11,7 @@ import shutil
 
 from dockwall import proc
 from dockwall.errors import BackendError
-from dockwall.values import Family
+from dockwall.model.values import Family
 
 TIMEOUT = 10.0
 SAVE = {Family.V4: "iptables-save", Family.V6: "ip6tables-save"}

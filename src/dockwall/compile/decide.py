@@ -23,9 +23,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from dockwall.packets import Outcome, Packet, Route
-from dockwall.ruleset import Allow, Listener, Ruleset, in_order
-from dockwall.values import Family, IPAddress, Proto, Verdict
+from dockwall.model.packets import Outcome, Packet, Route
+from dockwall.model.ruleset import Allow, Listener, Ruleset, in_order
+from dockwall.model.values import Family, IPAddress, Proto, Verdict
 
 
 class Step(StrEnum):

@@ -6,7 +6,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from dockwall.values import Family, IPAddress, IPNetwork, Proto, ProxyCgroup
+from dockwall.model.values import Family, IPAddress, IPNetwork, Proto, ProxyCgroup
 
 ANY = {Family.V4: ipaddress.ip_network("0.0.0.0/0"), Family.V6: ipaddress.ip_network("::/0")}
 

@@ -10,16 +10,16 @@ from typing import Any
 
 import click
 
-from dockwall import proxycgroup
-from dockwall.app import CheckResult, PlanResult
 from dockwall.backends.base import DEFAULT_HITS, Change, Hits
-from dockwall.compiler import quarantine_warning
-from dockwall.explain import Verdict
-from dockwall.exposure import ContainerExposure, PortExposure
-from dockwall.hoststate import HostState, Quarantined
-from dockwall.packets import Outcome, Route
-from dockwall.ruleset import Allow
-from dockwall.values import Family, ProxyCgroup
+from dockwall.cli.app import CheckResult, PlanResult
+from dockwall.compile.compiler import quarantine_warning
+from dockwall.compile.explain import Verdict
+from dockwall.compile.exposure import ContainerExposure, PortExposure
+from dockwall.host import proxycgroup
+from dockwall.model.hoststate import HostState, Quarantined
+from dockwall.model.packets import Outcome, Route
+from dockwall.model.ruleset import Allow
+from dockwall.model.values import Family, ProxyCgroup
 
 
 def change_text(change: Change, verbose: bool = False) -> str:

@@ -19,9 +19,9 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from dockwall import proxycgroup
 from dockwall.errors import DockerError, UnsafeValueError
-from dockwall.hoststate import (
+from dockwall.host import proxycgroup
+from dockwall.model.hoststate import (
     Container,
     Endpoint,
     HostState,
@@ -29,7 +29,7 @@ from dockwall.hoststate import (
     PublishedPort,
     Quarantined,
 )
-from dockwall.values import Family, IPAddress, IPNetwork, Proto, checked_ifname
+from dockwall.model.values import Family, IPAddress, IPNetwork, Proto, checked_ifname
 
 log = logging.getLogger(__name__)
 
