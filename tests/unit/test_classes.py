@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dockwall.backends.iptables import classes, ipsets, render
-from dockwall.model.ruleset import Allow, Ruleset, destination_classes
+from dockwall.backends.iptables.classes import destination_classes
+from dockwall.model.ruleset import Allow, Ruleset
 from dockwall.model.values import Family, IPNetwork, PortRange, Proto, Verdict
 
 POOL: list[IPNetwork] = [

@@ -20,6 +20,24 @@ from dockwall.model.values import Family, IPNetwork
 Key = tuple[str, ...]  # the names of the rules whose allows name an address, in policy order
 
 
+def destination_classes(
+    allows: tuple[Allow, ...],
+) -> list[tuple[list[IPNetwork], list[Allow]]]:
+    """Container addresses grouped by the exact allows that name them: containers with the
+    same allows form one class. Classes are ordered by the positions of their allows, so
+    which classes there are (and their order) depends only on the groupings that exist, not
+    on which containers are in them: a container joining an existing class changes nothing
+    but that class's members."""
+    covering: dict[IPNetwork, list[int]] = {}
+    for position, allow in enumerate(allows):
+        for destination in allow.destinations or ():
+            covering.setdefault(destination, []).append(position)
+    classes: dict[tuple[int, ...], list[IPNetwork]] = {}
+    for destination, positions in covering.items():
+        classes.setdefault(tuple(positions), []).append(destination)
+    return [(classes[key], [allows[p] for p in key]) for key in sorted(classes)]
+
+
 @dataclass(frozen=True)
 class Move:
     address: IPNetwork

@@ -24,7 +24,8 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 
-from dockwall.model.ruleset import Allow, Ruleset, destination_classes
+from dockwall.backends.iptables.classes import destination_classes
+from dockwall.model.ruleset import Allow, Ruleset
 from dockwall.model.values import Family, IPNetwork, checked_name
 
 THRESHOLD = 8  # more sources than this in one family: use a set

@@ -37,7 +37,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from dockwall.backends.iptables import ipsets
-from dockwall.model.ruleset import Allow, Listener, Ruleset, destination_classes
+from dockwall.backends.iptables.classes import destination_classes
+from dockwall.model.ruleset import Allow, Listener, Ruleset
 from dockwall.model.values import (
     Family,
     IPNetwork,
