@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -363,3 +364,64 @@ def test_flushes_fail_closed_under_dockwall_run(
             assert paths == {4: {"docker-proxy"}, 6: {"docker-proxy"}}, paths
     finally:
         daemon.stop()
+
+
+STALE_PORT = 40123  # the stranger's source port that conntrack already knows
+CONNECT = r"""
+import socket, sys
+src, dst, port, sport = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+family = socket.AF_INET6 if ":" in dst else socket.AF_INET
+with socket.socket(family, socket.SOCK_STREAM) as s:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.settimeout(1.0)
+    try:
+        s.bind((src, sport))
+        s.connect((dst, port))
+        s.sendall(b"GET /who HTTP/1.0\r\n\r\n")
+        print("answered" if s.recv(100).startswith(b"HTTP/") else "connected")
+    except TimeoutError:
+        print("timed out")
+    except OSError as exc:
+        print(f"reached: {exc}")  # a reset: the packet got to a TCP stack
+"""
+
+
+def connect_from(seeded: SeededSandbox, source: IPv4Address | IPv6Address, port: int) -> str:
+    """One connection from the LAN to the host's address on `port`, from STALE_PORT."""
+    target = topo.LAN_LINK.host4 if source.version == 4 else topo.LAN_LINK.host6
+    argv = [sys.executable, "-c", CONNECT, str(source), str(target), str(port), str(STALE_PORT)]
+    return seeded.sandbox.run_in_outside("lan", argv, check=False).stdout.strip()
+
+
+def test_a_conntrack_entry_for_a_strangers_connection_lets_nothing_in(
+    host: tuple[SeededSandbox, Path, str],
+) -> None:
+    """conntrack passes a SYN on an entry it holds as established as established: an entry
+    for a stranger's connection (left from a flush window, or written with `conntrack -I`)
+    must let nothing of theirs in, on the forward path (IPv4, DNATed to db) or the proxy
+    path (IPv6, docker-proxy). Replies and the allowed still pass."""
+    seeded, policy, backend = host
+    apply(seeded, policy, backend)
+    db = seeded.scenario["db"]
+    assert db.ipv4 is not None
+    assert connect_from(seeded, topo.LAN_HOST1_4, 5432) == "answered"  # the harness works
+    assert connect_from(seeded, topo.LAN_HOST1_6, 5432) == "answered"
+    entries = (
+        (topo.LAN_STRANGER_4, topo.LAN_LINK.host4, db.ipv4),  # DNAT: replies come from db
+        (topo.LAN_STRANGER_6, topo.LAN_LINK.host6, topo.LAN_LINK.host6),  # docker-proxy
+    )
+    for stranger, target, replier in entries:
+        seeded.sandbox.run_in_host(
+            ["conntrack", "-I", "-p", "tcp", "-s", str(stranger), "-d", str(target),
+             "--sport", str(STALE_PORT), "--dport", "5432", "-r", str(replier),
+             "-q", str(stranger), "--reply-port-src", "5432",
+             "--reply-port-dst", str(STALE_PORT), "--state", "ESTABLISHED", "-t", "120",
+             "-u", "SEEN_REPLY,ASSURED"]
+        )  # fmt: skip
+    try:
+        for stranger, _, _ in entries:
+            said = connect_from(seeded, stranger, 5432)
+            assert said == "timed out", f"{stranger} with a conntrack entry: {said}"
+    finally:
+        for stranger, _, _ in entries:
+            seeded.sandbox.run_in_host(["conntrack", "-D", "-s", str(stranger)], check=False)

@@ -107,6 +107,7 @@ SEED_LISTING: list[dict[str, Any]] = [
             "chain": "forward",
             "handle": 9,
             "expr": [
+                {"match": {"op": "==", "left": {"ct": {"key": "direction"}}, "right": "reply"}},
                 {
                     "match": {
                         "op": "in",
@@ -114,6 +115,18 @@ SEED_LISTING: list[dict[str, Any]] = [
                         "right": ["established", "related"],
                     }
                 },
+                {"accept": None},
+            ],
+        }
+    },
+    {
+        "rule": {
+            "family": "inet",
+            "table": "dockwall",
+            "chain": "forward",
+            "handle": 899,
+            "expr": [
+                {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "related"}},
                 {"accept": None},
             ],
         }

@@ -83,7 +83,7 @@ def test_a_bridge_a_wildcard_covers_is_left_to_the_wildcard() -> None:
     rs = ruleset(bridges=("docker0", "br-5e3f0c1a2b4d", "custom0"))
     base = render.render(rs).chain(model.BASE)
     assert base is not None
-    assert base.rules[1].text == 'iifname { "br-*", "custom0", "docker0" } accept'
+    assert base.rules[2].text == 'iifname { "br-*", "custom0", "docker0" } accept'  # after replies
 
 
 @pytest.mark.parametrize(

@@ -158,6 +158,10 @@ _OPTIONS: dict[str, Callable[[_Rule, str, bool], None]] = {
     "--ctorigdstport": _set("ports", _ports),
     "--dport": _set("dport", _ports),
     "--ctstate": _set("new_only", lambda v: "NEW" not in v.split(",")),
+    # a first packet is in the ORIGINAL direction: a rule for replies never matches it
+    "--ctdir": lambda rule, value, negate: setattr(
+        rule, "new_only", rule.new_only or (value == "REPLY") != negate
+    ),
     "--comment": _set("comment", lambda v: v.removeprefix("dockwall:")),
     "--reject-with": lambda rule, value, negate: None,
     "--limit": lambda rule, value, negate: None,  # rate limits only apply to LOG lines

@@ -84,8 +84,15 @@ def render(family: Family, ruleset: Ruleset) -> Chains:
     return chains
 
 
+def _replies() -> Iterator[str]:
+    """Replies and ICMP errors: handed back; a connection's own packets are judged like its
+    first (see backends/nftables/render.py's _replies: a conntrack entry is no permission)."""
+    yield "-m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -j RETURN"
+    yield "-m conntrack --ctstate RELATED -j RETURN"
+
+
 def _input_entry(ruleset: Ruleset) -> Iterator[str]:
-    yield "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"
+    yield from _replies()
     yield "-i lo -j RETURN"
     for bridge in _bridges(ruleset):
         yield f"-i {bridge} -j RETURN"
@@ -126,7 +133,7 @@ def _bridges(ruleset: Ruleset) -> list[str]:
 
 def _entry(ruleset: Ruleset) -> Iterator[str]:
     bridges = _bridges(ruleset)
-    yield "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"
+    yield from _replies()
     for bridge in bridges:
         yield f"-i {bridge} -j RETURN"
     yield from _quarantine(ruleset)

@@ -92,7 +92,7 @@ def render(ruleset: Ruleset) -> Table:
 
 
 def _input_entry(ruleset: Ruleset, sets: dict[str, NftSet]) -> list[Rule]:
-    rules = [Rule(("ct state established,related", "accept")), Rule(('iifname "lo"', "accept"))]
+    rules = [*_replies(), Rule(('iifname "lo"', "accept"))]
     bridges = _bridge_names(ruleset)
     if bridges:
         rules.append(Rule((f"iifname {_names(bridges)}", "accept")))
@@ -166,13 +166,25 @@ def _bridge_names(ruleset: Ruleset) -> list[str]:
 
 def _entry(ruleset: Ruleset, sets: dict[str, NftSet]) -> list[Rule]:
     bridges = _bridge_names(ruleset)
-    rules = [Rule(("ct state established,related", "accept"))]
+    rules = _replies()
     if bridges:
         rules.append(Rule((f"iifname {_names(bridges)}", "accept")))
     rules += _quarantine(ruleset, sets)
     if bridges:
         rules.append(Rule((f"oifname {_names(bridges)}", f"goto {GOVERNED}")))
     return rules
+
+
+def _replies() -> list[Rule]:
+    """Replies, and ICMP errors about a connection: accepted. A connection's own packets
+    (from the side that opened it) are judged by the rules like its first: conntrack can
+    hold a stranger's tuple as established (an entry left from before a flush, or made up;
+    conntrack passes a SYN on such an entry as established), and no such entry may let
+    anyone in; a connection a flush let in is cut when the rules are back."""
+    return [
+        Rule(("ct direction reply", "ct state established,related", "accept")),
+        Rule(("ct state related", "accept")),
+    ]
 
 
 def _quarantine(ruleset: Ruleset, sets: dict[str, NftSet]) -> list[Rule]:
