@@ -131,7 +131,7 @@ def _elements_change(changes: list[SetChange], sets: dict[str, NftSet]) -> Chang
                 family, payload if pending else "", added, removed, ELEMENTS if pending else ""
             )
         )
-    return Change(tuple(families), delta=True)
+    return Change(tuple(families), delta=any(f.pending for f in families))
 
 
 def to_remove(installed: Table | None) -> Change:
