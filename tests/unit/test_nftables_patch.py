@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dockwall.backends.nftables import model, patch, render
-from dockwall.model.ruleset import Allow, Ruleset
+from dockwall.model.ruleset import Allow, Listener, Ruleset
 from dockwall.model.values import Family, IPNetwork, PortRange, Proto, Verdict
 
 net = ipaddress.ip_network
@@ -18,6 +18,17 @@ SOURCES = [
 ]
 HOSTS = [net(f"192.0.2.{i}") for i in range(1, 9)] + [net(f"2001:db8:d0c::{i}") for i in (1, 2, 3)]
 PORTS = [PortRange(Proto.TCP, 80, 80), PortRange(Proto.TCP, 81, 90), PortRange(Proto.UDP, 53, 53)]
+LISTENERS = [
+    Listener(Proto.TCP, 8080, net("0.0.0.0/0")),
+    Listener(Proto.TCP, 8080, net("::/0")),
+    Listener(Proto.TCP, 5432, net("0.0.0.0/0")),
+    Listener(Proto.UDP, 53, net("192.0.2.1/32")),
+    Listener(Proto.TCP, 5432, net("::/0")),
+]
+
+
+def listeners() -> st.SearchStrategy[tuple[Listener, ...]]:
+    return st.lists(st.sampled_from(LISTENERS), unique=True).map(tuple)
 
 
 def nets(
@@ -40,6 +51,7 @@ def allows(draw: st.DrawFn, name: str) -> Allow:
         draw(nets(HOSTS, min_size=1)),
         None if ports is None else tuple(sorted(ports)),
         draw(st.booleans()),
+        draw(st.none() | listeners()),
     )
 
 
@@ -52,6 +64,7 @@ def rulesets(draw: st.DrawFn) -> Ruleset:
         tuple(draw(allows(n)) for n in names),
         draw(st.sampled_from(list(Verdict))),
         draw(st.booleans()),
+        listeners=draw(listeners()),
     )
 
 
@@ -59,7 +72,9 @@ def rulesets(draw: st.DrawFn) -> Ruleset:
 def moved(draw: st.DrawFn, allow: Allow) -> Allow:
     """allow as compiled later: unchanged, a container more or less in a family it already
     reaches (the usual event), or any destinations at all."""
-    how = draw(st.sampled_from(["same", "container", "container", "container", "any"]))
+    how = draw(st.sampled_from(["same", "container", "container", "container", "any", "ports"]))
+    if how == "ports":  # its containers' host ports changed (one came, went or moved)
+        return replace(allow, listeners=draw(st.none() | listeners()))
     if how == "any":
         return replace(allow, destinations=draw(nets(HOSTS)))
     if how == "same" or not allow.destinations:
@@ -80,6 +95,8 @@ def changes(draw: st.DrawFn) -> tuple[Ruleset, Ruleset]:
     """A ruleset and one compiled later: some allows' destinations differ, sometimes more."""
     before = draw(rulesets())
     after = replace(before, allows=tuple(draw(moved(a)) for a in before.allows))
+    if draw(st.booleans()):  # the host ports published, as a container comes or goes
+        after = replace(after, listeners=draw(listeners()))
     if draw(st.integers(0, 9)) == 7:  # now and then, more than destinations
         after = draw(st.sampled_from([replace(after, default=Verdict.REJECT), draw(rulesets())]))
     return before, after
@@ -107,7 +124,7 @@ def test_a_patch_equals_the_full_rendering(change: tuple[Ruleset, Ruleset]) -> N
     only_destinations = len(before.allows) == len(after.allows) and all(
         replace(old, destinations=new.destinations) == new
         for old, new in zip(before.allows, after.allows, strict=True)
-    )
+    )  # and the host ports (ruleset.listeners): set elements too
     pairs = zip(before.allows, after.allows, strict=True)
     if (
         only_destinations
@@ -142,3 +159,22 @@ def test_a_rule_appearing_or_a_changed_frame_renders_whole() -> None:
     assert patch.patch(before, rendered, replace(before, bridges=("docker0", "br-x"))) is None
     assert patch.patch(before, rendered, replace(before, allows=())) is None
     assert model.text(render.render(v6_too)).count("dst6_tcp-web") == 2
+
+
+def test_host_ports_coming_and_going_are_set_elements_too() -> None:
+    """A container with published ports starting: its address and its host ports join sets
+    (dst4_tcp-web, lsn4-web, listen4), no rule changes, so the table is patched."""
+    one, two = LISTENERS[0], LISTENERS[2]
+    before = Ruleset(
+        ("docker0",), ("br-",), (replace(web(tuple(HOSTS[:1])), listeners=(one,)),),
+        Verdict.DROP, listeners=(one,),
+    )  # fmt: skip
+    after = replace(
+        before, allows=(replace(web(tuple(HOSTS[:2])), listeners=(one, two)),), listeners=(one, two)
+    )
+    rendered = render.render(before)
+    patched = patch.patch(before, rendered, after)
+    assert patched is not None and patched == render.render(after)
+    assert patched.chains is rendered.chains
+    changed = {new.name for old, new in zip(rendered.sets, patched.sets, strict=True) if old != new}
+    assert changed == {"dst4_tcp-web", "lsn4-web", "listen4"}

@@ -85,13 +85,13 @@ def render(ruleset: Ruleset) -> Table:
         Chain(BASE, tuple(_entry(ruleset, sets)), BASE_SPEC),
         Chain(GOVERNED, (*governed, *log_rules, *default)),
         *log_chains,
-        Chain(INPUT, tuple(_input_entry(ruleset, sets)), INPUT_SPEC),
+        Chain(INPUT, tuple(input_entry(ruleset, sets)), INPUT_SPEC),
         Chain(PROXY, (*proxy, *default)),
     ]
     return table(list(sets.values()), chains)
 
 
-def _input_entry(ruleset: Ruleset, sets: dict[str, NftSet]) -> list[Rule]:
+def input_entry(ruleset: Ruleset, sets: dict[str, NftSet]) -> list[Rule]:
     rules = [*_replies(), Rule(('iifname "lo"', "accept"))]
     bridges = _bridge_names(ruleset)
     if bridges:
