@@ -8,7 +8,8 @@ as text, looking sets up as it goes; under Docker 29's nftables backend and dock
 writes it fell a second behind, and it crashes ("utils.c:38: Memory allocation failure",
 SIGSEGV), leaving only the timed drift check until it is started again. The kernel's own
 messages say all dockwall needs: what kind of object changed, in which family and table, and
-at the end of each transaction which process made it.
+at the end of each transaction which process made it. Messages and attributes are split
+by netlink.py, which writes dockwall's own element changes.
 
 Layout (linux/netfilter/nf_tables.h): nlmsghdr (length, type = NFNL_SUBSYS_NFTABLES << 8 |
 NFT_MSG_*, flags, seq, port id), nfgenmsg (family, version, resource id), then attributes
@@ -23,18 +24,18 @@ import socket
 import struct
 from collections.abc import Iterator
 
-NETLINK_NETFILTER = 12
-SOL_NETLINK = 270
+from dockwall.backends.nftables import netlink
+
+NETLINK_NETFILTER = netlink.NETLINK_NETFILTER
+SOL_NETLINK = netlink.SOL_NETLINK
 NETLINK_ADD_MEMBERSHIP = 1
 NFNLGRP_NFTABLES = 7
 SO_RCVBUFFORCE = 33
 RECEIVE_BUFFER = 8 << 20  # bytes: a replaced table of 10,000 elements fits many times over
 NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_NEWGEN = 15
-_HEADER = struct.Struct("=IHHII")  # nlmsghdr
+_HEADER_SIZE = 16  # nlmsghdr
 _NFGEN = 4  # nfgenmsg's size
-_ATTR = struct.Struct("=HH")
-_ATTR_TYPE = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
 FAMILIES = {1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}
 # NFT_MSG_* -> (verb, object, attribute that names the object)
 KINDS = {
@@ -84,16 +85,11 @@ def subscribe() -> socket.socket:
 def lines(data: bytes) -> Iterator[str]:
     """The nft monitor lines (their beginning) of the messages in one datagram; messages of
     other kinds, or cut short, are skipped."""
-    offset = 0
-    while offset + _HEADER.size <= len(data):
-        length, kind, _flags, _seq, _port = _HEADER.unpack_from(data, offset)
-        if length < _HEADER.size or offset + length > len(data):
-            return
-        body = data[offset + _HEADER.size : offset + length]
-        offset += (length + 3) & ~3
+    for kind, _flags, _seq, message in netlink.messages(data):
+        body = message[_HEADER_SIZE:]
         if kind >> 8 != NFNL_SUBSYS_NFTABLES or len(body) < _NFGEN:
             continue
-        line = _line(kind & 0xFF, body[0], _attributes(body[_NFGEN:]))
+        line = _line(kind & 0xFF, body[0], netlink.attributes(body[_NFGEN:]))
         if line is not None:
             yield line
 
@@ -112,18 +108,6 @@ def _line(message: int, family: int, attrs: dict[int, bytes]) -> str | None:
     if name and name in attrs:
         words.append(_text(attrs[name]))
     return " ".join(words)
-
-
-def _attributes(data: bytes) -> dict[int, bytes]:
-    found: dict[int, bytes] = {}
-    offset = 0
-    while offset + _ATTR.size <= len(data):
-        length, kind = _ATTR.unpack_from(data, offset)
-        if length < _ATTR.size or offset + length > len(data):
-            break
-        found.setdefault(kind & _ATTR_TYPE, data[offset + _ATTR.size : offset + length])
-        offset += (length + 3) & ~3
-    return found
 
 
 def _text(value: bytes | None) -> str:

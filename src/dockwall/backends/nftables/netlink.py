@@ -49,6 +49,7 @@ NETLINK_CAP_ACK = 10  # acknowledgements without a copy of the request
 NETLINK_EXT_ACK = 11  # errors with the kernel's message
 SO_SNDBUFFORCE = 32
 NLMSG_ERROR = 2
+_HEADER_SIZE = 16  # nlmsghdr: length, type, flags, sequence number, port id
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_CREATE = 0x1, 0x4, 0x400
 NLM_F_CAPPED, NLM_F_ACK_TLVS = 0x100, 0x200  # flags of an acknowledgement
 NLMSGERR_ATTR_MSG = 1
@@ -178,15 +179,35 @@ def _await(sock: socket.socket, acked: dict[int, str], begin: int) -> None:
 
 def parse_answers(data: bytes) -> list[tuple[int, int, str]]:
     """(sequence number, error (0: done), the kernel's message) per acknowledgement."""
-    found = []
+    return [
+        (seq, struct.unpack_from("=i", message, 16)[0], _ext_message(message, flags))
+        for kind, flags, seq, message in messages(data)
+        if kind == NLMSG_ERROR and len(message) >= 20
+    ]
+
+
+def messages(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
+    """(type, flags, sequence number, the whole message) of each netlink message in one
+    datagram, up to one that is cut short."""
     offset = 0
-    while offset + 16 <= len(data):
+    while offset + _HEADER_SIZE <= len(data):
         length, kind, flags, seq, _ = struct.unpack_from("=IHHII", data, offset)
-        if length < 16:
+        if length < _HEADER_SIZE or offset + length > len(data):
+            return
+        yield kind, flags, seq, data[offset : offset + length]
+        offset += _align(length)
+
+
+def attributes(data: bytes) -> dict[int, bytes]:
+    """The payload of each attribute by its type (without NLA_F_NESTED and byte-order
+    flags), the first of each type, up to one that is cut short."""
+    found: dict[int, bytes] = {}
+    offset = 0
+    while offset + 4 <= len(data):
+        length, kind = struct.unpack_from("=HH", data, offset)
+        if length < 4 or offset + length > len(data):
             break
-        if kind == NLMSG_ERROR and length >= 20:
-            (error,) = struct.unpack_from("=i", data, offset + 16)
-            found.append((seq, error, _ext_message(data[offset : offset + length], flags)))
+        found.setdefault(kind & 0x3FFF, data[offset + 4 : offset + length])
         offset += _align(length)
     return found
 
@@ -197,15 +218,8 @@ def _ext_message(answer: bytes, flags: int) -> str:
         return ""
     (request,) = struct.unpack_from("=I", answer, 20)
     attrs = answer[36 if flags & NLM_F_CAPPED else 20 + _align(request) :]
-    offset = 0
-    while offset + 4 <= len(attrs):
-        length, kind = struct.unpack_from("=HH", attrs, offset)
-        if length < 4:
-            break
-        if kind & 0x3FFF == NLMSGERR_ATTR_MSG:
-            return attrs[offset + 4 : offset + length].split(b"\0", 1)[0].decode(errors="replace")
-        offset += _align(length)
-    return ""
+    text = attributes(attrs).get(NLMSGERR_ATTR_MSG, b"")
+    return text.split(b"\0", 1)[0].decode(errors="replace")
 
 
 def _element(type_: str, text: str, adding: bool) -> list[bytes]:
