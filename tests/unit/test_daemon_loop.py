@@ -81,6 +81,7 @@ class FakeBackend:
 
     name: str = "fake"
     deltas: bool = True
+    writes_streamed: bool = False
     held: frozenset[str] = frozenset()
     refuse: bool = False
     slow: float = 0.0
@@ -240,7 +241,7 @@ def test_drift_after_a_delta_with_no_one_elses_change_stops_the_deltas(
     daemon: tuple[Daemon, FakeBackend], caplog: pytest.LogCaptureFixture
 ) -> None:
     made, fake = daemon
-    fake.name, made._watching = "nftables", True
+    fake.writes_streamed, made._watching = True, True
     made.reconcile([event()], read_kernel=True)
     made._snapshot = lambda fresh: host("192.0.2.9")  # type: ignore[method-assign]
     made.reconcile([event()], read_kernel=False)  # written as a delta
@@ -255,7 +256,7 @@ def test_drift_someone_else_was_seen_making_leaves_the_deltas_on(
     daemon: tuple[Daemon, FakeBackend],
 ) -> None:
     made, fake = daemon
-    fake.name, made._watching = "nftables", True
+    fake.writes_streamed, made._watching = True, True
     made.reconcile([event()], read_kernel=True)
     made._snapshot = lambda fresh: host("192.0.2.9")  # type: ignore[method-assign]
     made.reconcile([event()], read_kernel=False)

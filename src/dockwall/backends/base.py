@@ -90,6 +90,9 @@ DEFAULT_HITS = "(default)"  # key of the default verdict's counter in Backend.hi
 class Backend(Protocol[D, S]):
     name: str
     deltas: bool  # from a trusted state, write what changed as a delta (else from scratch)
+    # every write to its rules is told by nftables' change stream (so drift no one was seen
+    # making after a delta of dockwall's is that delta's)
+    writes_streamed: bool
 
     def render(self, ruleset: Ruleset, previous: D | None = None) -> D:
         """ruleset in the backend's terms. previous (an earlier rendering) may be reused

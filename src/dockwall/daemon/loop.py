@@ -241,7 +241,8 @@ class Daemon:
         self._timings = {}
         if self.applied is None:
             return
-        suspect = self._unconfirmed_delta and self._watching and self.kernel.name == "nftables"
+        seen = self._watching and self.kernel.backend.writes_streamed
+        suspect = self._unconfirmed_delta and seen
         if self._enforce(self.applied, [DRIFT]) and suspect and self.kernel.distrust_deltas():
             log.warning(
                 "the kernel differed from dockwall's last delta with no one else's change "

@@ -79,6 +79,7 @@ def _with_moves(change: FamilyChange, installed: ipsets.Sets, want: ipsets.Sets)
 
 class IptablesBackend:
     name = "iptables"
+    writes_streamed = False  # not with iptables-legacy, which nftables does not see
 
     def __init__(self, families: tuple[Family, ...] = FAMILIES, deltas: bool = True) -> None:
         self.families = families

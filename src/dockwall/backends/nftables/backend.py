@@ -88,6 +88,7 @@ class State:
 
 class NftablesBackend:
     name = "nftables"
+    writes_streamed = True
 
     def __init__(self, deltas: bool = True) -> None:
         self.deltas = deltas  # send element-only changes from a trusted state as deltas
