@@ -31,8 +31,15 @@ def load_host(path: Path) -> HostState:
 
 def _quarantined(raw: dict[str, Any]) -> Quarantined:
     addresses = tuple(ipaddress.ip_network(a) for a in raw.get("addresses", []))
+    ports = tuple(_port(p) for p in raw.get("ports", []))
     return Quarantined(
-        raw["kind"], raw["name"], raw["reason"], addresses, raw.get("key"), raw.get("bridge")
+        raw["kind"],
+        raw["name"],
+        raw["reason"],
+        addresses,
+        raw.get("key"),
+        raw.get("bridge"),
+        ports,
     )
 
 

@@ -267,7 +267,8 @@ def _endpoints(raw: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _odd_container(raw: object, reason: str) -> Quarantined:
-    """The addresses that do parse: the container is dropped from outside at each of them."""
+    """The addresses and published ports that do parse: the container is dropped from
+    outside at each of its addresses, and at each of its host ports on docker-proxy's path."""
     found = []
     try:
         endpoints = _endpoints(raw) if isinstance(raw, Mapping) else {}
@@ -282,7 +283,21 @@ def _odd_container(raw: object, reason: str) -> Quarantined:
     names = raw.get("Names") if isinstance(raw, Mapping) else None
     first = names[0] if isinstance(names, list) and names else None
     nets = tuple(ipaddress.ip_network(a) for a in found if a is not None)
-    return Quarantined("container", _label(first), reason, nets)
+    return Quarantined("container", _label(first), reason, nets, ports=_salvaged_ports(raw))
+
+
+def _salvaged_ports(raw: object) -> tuple[PublishedPort, ...]:
+    """Each published port of a list answer that parses on its own."""
+    listed = raw.get("Ports") if isinstance(raw, Mapping) else None
+    found = []
+    for entry in listed if isinstance(listed, list) else ():
+        try:
+            port = _port(entry) if isinstance(entry, Mapping) else None
+        except (UnsafeValueError, KeyError, ValueError, TypeError, AttributeError):
+            continue
+        if port is not None:
+            found.append(port)
+    return _merged(found)
 
 
 def _address_fields(ep: object) -> list[object]:

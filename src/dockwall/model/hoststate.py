@@ -80,6 +80,7 @@ class Quarantined:
     addresses: tuple[IPNetwork, ...] = ()  # subnets of a network; a container's own addresses
     key: str | None = None  # a network's name as Docker gave it, to find its containers
     bridge: str | None = None  # a network's bridge, if its name is valid (then dropped by name)
+    ports: tuple[PublishedPort, ...] = ()  # a container's published ports that do parse
 
 
 @dataclass(frozen=True)
