@@ -100,6 +100,7 @@ def _ruleset(r: Ruleset) -> dict[str, Any]:
             for a in r.allows
         ],
         "listeners": _listeners(r.listeners),
+        "quarantine_listeners": _listeners(r.quarantine_listeners),
         "proxy_cgroup": _cgroup(r.proxy_cgroup),
     }
 
@@ -130,6 +131,7 @@ def _from_ruleset(doc: dict[str, Any]) -> Ruleset:
         _from_nets(doc.get("quarantine", [])),
         tuple(doc.get("quarantine_bridges", [])),
         _from_listeners(doc.get("listeners")) or (),
+        _from_listeners(doc.get("quarantine_listeners")) or (),
         _from_cgroup(doc.get("proxy_cgroup")),
     )
 

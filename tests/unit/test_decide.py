@@ -91,6 +91,7 @@ def rulesets(draw: st.DrawFn) -> Ruleset:
         quarantine=draw(st.just(()) | subset(QUARANTINE)),
         quarantine_bridges=draw(st.sampled_from([(), (), ("br-q",), ("br-q", "docker0")])),
         listeners=tuple(draw(st.lists(st.sampled_from(LISTENERS), min_size=4, unique=True))),
+        quarantine_listeners=tuple(draw(st.lists(st.sampled_from(LISTENERS), unique=True))),
     )
 
 

@@ -24,8 +24,8 @@ from dockwall.backends.nftables import model as nft_model
 from dockwall.backends.nftables import render as nft_render
 from dockwall.compile.compiler import compile_policy
 from dockwall.host import snapshot
-from dockwall.model.hoststate import HostState
-from dockwall.model.packets import Outcome, Packet
+from dockwall.model.hoststate import Container, HostState, PublishedPort
+from dockwall.model.packets import Outcome, Packet, Route
 from dockwall.model.policy import Policy, parse_policy
 from dockwall.model.values import IFNAME_PATTERN, Family, Proto
 
@@ -168,18 +168,34 @@ def assert_safe_nft(text: str) -> None:
     assert body.count('"') % 2 == 0
 
 
+def on_quarantined_network(host: HostState) -> list[Container]:
+    keys = {q.key for q in host.quarantined if q.kind == "network"}
+    return [c for c in host.containers if any(ep.network in keys for ep in c.endpoints)]
+
+
 def quarantined_addresses(host: HostState) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     """Every address dockwall must drop from outside: quarantined containers' own, and every
-    container's on a quarantined network."""
-    keys = {q.key for q in host.quarantined if q.kind == "network"}
+    address (on any network) of a container on a quarantined network."""
     found = [
         a.network_address for q in host.quarantined if q.kind == "container" for a in q.addresses
     ]
-    for container in host.containers:
+    for container in on_quarantined_network(host):
         for ep in container.endpoints:
-            if ep.network in keys:
-                found += [a for a in (ep.ipv4, ep.ipv6) if a is not None]
+            found += [a for a in (ep.ipv4, ep.ipv6) if a is not None]
     return found
+
+
+def quarantined_ports(host: HostState) -> list[PublishedPort]:
+    """Every host port dockwall must drop from outside on docker-proxy's path: those of a
+    quarantined container that parse, and all of a container on a quarantined network."""
+    found = [p for q in host.quarantined for p in q.ports]
+    return found + [p for c in on_quarantined_network(host) for p in c.ports]
+
+
+HOST_ADDRESS = {
+    Family.V4: ipaddress.ip_address("203.0.113.1"),
+    Family.V6: ipaddress.ip_address("2001:db8:200::1"),
+}
 
 
 def assert_dropped_from_outside(host: HostState, policy: Policy) -> None:
@@ -191,6 +207,15 @@ def assert_dropped_from_outside(host: HostState, policy: Policy) -> None:
             packet = Packet(source, address, "eth0", out, Proto.TCP, 80)
             decision = evaluate.evaluate(chains, packet, sets)
             assert decision.outcome is Outcome.DROPPED, (address, out, decision)
+    for port in quarantined_ports(host):
+        for net in port.bound():
+            family = Family.of(net)
+            chains, sets = iptables_lines(host, policy, family)
+            source = ipaddress.ip_address("198.51.100.1" if family is Family.V4 else "2001:db8::1")
+            dialed = net.network_address if net.prefixlen else HOST_ADDRESS[family]
+            packet = Packet(source, dialed, "eth0", "", port.proto, port.host_port, Route.PROXY)
+            decision = evaluate.evaluate(chains, packet, sets)
+            assert decision.outcome is Outcome.DROPPED, (port, decision)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

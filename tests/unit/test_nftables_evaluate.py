@@ -13,7 +13,7 @@ from dockwall.backends.iptables import ipsets
 from dockwall.backends.iptables import render as ipt_render
 from dockwall.backends.nftables import evaluate, render
 from dockwall.compile.compiler import compile_policy
-from dockwall.model.packets import Outcome, Packet
+from dockwall.model.packets import Outcome, Packet, Route
 from dockwall.model.policy import load_policy
 from dockwall.model.ruleset import Ruleset
 from dockwall.model.values import Family, IPAddress, Proto
@@ -76,3 +76,24 @@ def test_the_deciding_line_is_the_rendered_rule() -> None:
         "log-public-web",
         "counter drop",
     )
+
+
+def test_a_quarantined_containers_host_port_is_dropped_on_the_proxy_path() -> None:
+    """odd-app (on a quarantined network and on wallnet) publishes 9092: an admin, whom a rule
+    for every container lets in, is turned away there by the quarantine, before any rule."""
+    rs = scenario("quarantine")
+    table = render.render(rs)
+    for admin, host in (("198.51.100.10", "198.51.100.1"), ("2001:db8:100::10", "2001:db8:100::1")):
+        source: IPAddress = ip(admin)
+        packet = Packet(source, ip(host), "eth0", "", Proto.TCP, 9092, Route.PROXY)
+        got = evaluate.evaluate(rs, table, packet)
+        digit = "4" if source.version == 4 else "6"
+        assert (got.outcome, got.chain) == (Outcome.DROPPED, "input"), got
+        assert got.rule.endswith(f"@qlisten{digit} counter drop") and got.policy_rule is None
+        family = Family.of(source)
+        narrowed = rs.in_family(family)
+        chains = ipt_render.render(family, narrowed)
+        walk = ipt_evaluate.evaluate(chains, packet, ipsets.wanted(family, narrowed))
+        assert (walk.outcome, walk.chain) == (Outcome.DROPPED, "DOCKWALL-DEFAULT"), walk
+        allowed = Packet(source, ip(host), "eth0", "", Proto.TCP, 9091, Route.PROXY)
+        assert evaluate.evaluate(rs, table, allowed).policy_rule == "admins"

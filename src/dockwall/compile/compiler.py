@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 
-from dockwall.model.hoststate import Container, HostState, Quarantined
+from dockwall.model.hoststate import Container, HostState, PublishedPort, Quarantined
 from dockwall.model.policy import Policy, Rule, Selector
 from dockwall.model.ruleset import Allow, Listener, Ruleset
 from dockwall.model.values import IPNetwork, PortRange, ProxyCgroup
@@ -50,6 +50,7 @@ def compile_policy(policy: Policy, host: HostState) -> Compiled:
         quarantine,
         q_bridges,
         listening(host.containers),
+        quarantined_listeners(host),
         host.proxy_cgroup,
     )
     return Compiled(ruleset, tuple(warnings))
@@ -67,25 +68,40 @@ def closed(
     return replace(compile_policy(policy, empty).ruleset, listeners=listeners)
 
 
-def quarantined_addresses(host: HostState) -> tuple[IPNetwork, ...]:
-    """The addresses of every quarantined object, and of every container's endpoint on a
-    quarantined network: all outside traffic to them is dropped. Collapsed, in order."""
+def on_quarantined_network(host: HostState) -> tuple[Container, ...]:
+    """The containers with an endpoint on a quarantined network: quarantined whole (every
+    address on every network, every host port), so that which of its networks Docker
+    publishes a port through (or docker-proxy connects to) does not matter."""
     keys = {q.key for q in host.quarantined if q.kind == "network" and q.key is not None}
+    return tuple(c for c in host.containers if any(ep.network in keys for ep in c.endpoints))
+
+
+def quarantined_addresses(host: HostState) -> tuple[IPNetwork, ...]:
+    """The addresses of every quarantined object, and every address of a container on a
+    quarantined network: all outside traffic to them is dropped. Collapsed, in order."""
     found = {a for q in host.quarantined for a in q.addresses}
-    for container in host.containers:
+    for container in on_quarantined_network(host):
         for ep in container.endpoints:
-            if ep.network in keys:
-                found |= {_host_net(a) for a in (ep.ipv4, ep.ipv6) if a is not None}
+            found |= {_host_net(a) for a in (ep.ipv4, ep.ipv6) if a is not None}
     v4 = [n for n in found if isinstance(n, ipaddress.IPv4Network)]
     v6 = [n for n in found if isinstance(n, ipaddress.IPv6Network)]
     return (*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6))
 
 
+def quarantined_listeners(host: HostState) -> tuple[Listener, ...]:
+    """The host ports of quarantined containers (those of a container quarantined for its own
+    values that parse, and every one of a container on a quarantined network): all outside
+    traffic to them on docker-proxy's path is dropped, before any rule is tried."""
+    ports = [p for q in host.quarantined for p in q.ports]
+    return _listeners(ports + [p for c in on_quarantined_network(host) for p in c.ports])
+
+
 def quarantine_warning(q: Quarantined) -> str:
     """For people: which object, what was wrong, and what dockwall does about it."""
     by = [str(a) for a in q.addresses] + ([f"bridge {q.bridge}"] if q.bridge else [])
+    by += [f"host port {p.host_port}/{p.proto.value}" for p in q.ports]
     if q.kind == "network":
-        by.append("its containers' addresses")
+        by.append("its containers' addresses and host ports")
     done = (
         f"all outside traffic to {', '.join(by)} is dropped"
         if by
@@ -120,12 +136,11 @@ def _allow(rule: Rule, host: HostState, bridged: frozenset[str], warnings: list[
 
 def listening(containers: tuple[Container, ...]) -> tuple[Listener, ...]:
     """The host ports at which these containers are published (docker-proxy's path)."""
-    found = {
-        Listener(p.proto, p.host_port, net)
-        for c in containers
-        for p in c.ports
-        for net in p.bound()
-    }
+    return _listeners(p for c in containers for p in c.ports)
+
+
+def _listeners(ports: Iterable[PublishedPort]) -> tuple[Listener, ...]:
+    found = {Listener(p.proto, p.host_port, net) for p in ports for net in p.bound()}
     return tuple(sorted(found, key=_listener_order))
 
 

@@ -13,6 +13,7 @@ The forward path (FORWARD, after Docker's DNAT), in this order:
     else the default, logged under the first allow that logs and names the destination
 The proxy path (INPUT, docker-proxy's: a host address, the port as dialed):
     from loopback or a bridge: allowed, not judged
+    to a quarantined container's host port: the default
     not to a host port Docker publishes (a listener): not governed
     the first allow that matches there (see proxy_matches): allowed, else the default
 """
@@ -35,6 +36,7 @@ class Step(StrEnum):
     LOOPBACK = "from loopback"  # the proxy path: the host itself
     QUARANTINED_ADDRESS = "to a quarantined address"  # the default, before any allow
     QUARANTINED_BRIDGE = "out on a quarantined bridge"  # the same
+    QUARANTINED_LISTENER = "to a quarantined container's host port"  # the proxy path's same
     NOT_TO_BRIDGE = "not to a bridge"  # the forward path: not governed
     NOT_LISTENED = "not to a published host port"  # the proxy path: not governed
     ALLOW = "allowed by a rule"
@@ -88,6 +90,8 @@ def _proxy(ruleset: Ruleset, packet: Packet) -> Ruling:
     if is_bridge(ruleset, packet.in_interface):
         return Ruling(Outcome.ALLOWED, Step.FROM_BRIDGE)
     narrowed = ruleset.in_family(Family.of(packet.source))
+    if listened(narrowed.quarantine_listeners, packet):
+        return Ruling(default_outcome(ruleset), Step.QUARANTINED_LISTENER)
     if not listened(narrowed.listeners, packet):
         return Ruling(Outcome.NOT_GOVERNED, Step.NOT_LISTENED)
     allow = next((a for a in in_order(narrowed.allows) if proxy_matches(a, packet)), None)

@@ -72,7 +72,8 @@ class Ruleset:
     Replies and traffic that containers start are never governed. Governed traffic that no
     allow matches gets `default`. Traffic from outside to a quarantined address or bridge (a
     Docker object with values unsafe to write) gets `default` before any allow, whatever
-    interface it leaves on.
+    interface it leaves on, and so does traffic to a quarantined container's host port
+    (`quarantine_listeners`) on the proxy path.
     """
 
     bridges: tuple[str, ...]  # bridge interfaces known now
@@ -84,6 +85,8 @@ class Ruleset:
     quarantine: tuple[IPNetwork, ...] = ()  # addresses of quarantined networks and containers
     quarantine_bridges: tuple[str, ...] = ()  # bridges of quarantined networks (valid names)
     listeners: tuple[Listener, ...] = ()  # every published host port (the proxy path)
+    # the host ports of quarantined containers (their own, or on a quarantined network)
+    quarantine_listeners: tuple[Listener, ...] = ()
     # where docker-proxy's sockets live: a listener there not in `listeners` (a container
     # being started, not seen yet) gets `default`, where the backend can match it (nftables)
     proxy_cgroup: ProxyCgroup | None = None
@@ -96,6 +99,7 @@ class Ruleset:
             allows=tuple(a for a in allows if a is not None),
             quarantine=quarantine,
             listeners=_listening(self.listeners, family) or (),
+            quarantine_listeners=_listening(self.quarantine_listeners, family) or (),
         )
 
 

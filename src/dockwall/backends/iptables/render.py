@@ -17,8 +17,9 @@ Layout (every chain is dockwall's own, named DOCKWALL*):
     DOCKWALL-DEFAULT  DROP or REJECT (one place, so its counter is the default's)
 
     INPUT -j DOCKWALL-INPUT   (the proxy path: docker-proxy serves published ports there)
-    DOCKWALL-INPUT    replies, loopback and traffic from bridges RETURN; to a host port
-                      Docker publishes (-d where bound to one address) -g DOCKWALL-PROXY;
+    DOCKWALL-INPUT    replies, loopback and traffic from bridges RETURN; to a quarantined
+                      container's host port -g DOCKWALL-DEFAULT; to a host port Docker
+                      publishes (-d where bound to one address) -g DOCKWALL-PROXY;
                       anything else falls off the end (the host's own services: untouched)
     DOCKWALL-PROXY    allows for every container as above; each other allow's own listeners
                       (the host ports of its containers) RETURN; else -g DOCKWALL-DEFAULT
@@ -96,6 +97,8 @@ def _input_entry(ruleset: Ruleset) -> Iterator[str]:
     yield "-i lo -j RETURN"
     for bridge in _bridges(ruleset):
         yield f"-i {bridge} -j RETURN"
+    for listener in ruleset.quarantine_listeners:
+        yield f"{_listener(listener)} -g {DEFAULT}"
     for listener in ruleset.listeners:
         yield f"{_listener(listener)} -g {PROXY}"
 

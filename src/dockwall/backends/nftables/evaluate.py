@@ -51,6 +51,13 @@ def _quarantined(ruling: Ruling, rendered: Table, packet: Packet) -> tuple[str, 
     return BASE, by_address or _base_line(rendered, "oifname")
 
 
+def _quarantined_listener(ruling: Ruling, rendered: Table, packet: Packet) -> tuple[str, str]:
+    family = "4" if packet.destination.version == 4 else "6"
+    return INPUT, next(
+        (r.text for r in _rules(rendered, INPUT) if f"@qlisten{family} " in r.text), ""
+    )
+
+
 def _not_governed(ruling: Ruling, rendered: Table, packet: Packet) -> tuple[str, str]:
     """Fell off the end of the entry chain: no line decided."""
     return (INPUT if packet.route is Route.PROXY else BASE), ""
@@ -79,6 +86,7 @@ _WHERE: dict[Step, Callable[[Ruling, Table, Packet], tuple[str, str]]] = {
     Step.LOOPBACK: _not_judged,
     Step.QUARANTINED_ADDRESS: _quarantined,
     Step.QUARANTINED_BRIDGE: _quarantined,
+    Step.QUARANTINED_LISTENER: _quarantined_listener,
     Step.NOT_TO_BRIDGE: _not_governed,
     Step.NOT_LISTENED: _not_governed,
     Step.ALLOW: _allowed,
@@ -86,10 +94,13 @@ _WHERE: dict[Step, Callable[[Ruling, Table, Packet], tuple[str, str]]] = {
 }
 
 
-def _base_line(rendered: Table, starting: str, chain_name: str = BASE) -> str:
+def _rules(rendered: Table, chain_name: str) -> tuple[Rule, ...]:
     chain = rendered.chain(chain_name)
-    rules = chain.rules if chain is not None else ()
-    return next((r.text for r in rules if r.text.startswith(starting)), "")
+    return chain.rules if chain is not None else ()
+
+
+def _base_line(rendered: Table, starting: str, chain_name: str = BASE) -> str:
+    return next((r.text for r in _rules(rendered, chain_name) if r.text.startswith(starting)), "")
 
 
 def _allow_line(rendered: Table, allow: Allow, packet: Packet, chain_name: str) -> str:

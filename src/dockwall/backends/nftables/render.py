@@ -9,7 +9,8 @@
                         else [log "dockwall:default "] and the default: counter drop / reject
     chain log-<rule>    rate-limited log "dockwall:<rule> ", then the default verdict
     chain input         hook input, priority -10, policy accept (the proxy path)
-                        replies, loopback and traffic from bridges: accept; to a host port
+                        replies, loopback and traffic from bridges: accept; to a quarantined
+                        container's host port (qlisten4/6): the default; to a host port
                         Docker publishes (listen4/listen6: address . protocol . port):
                         goto proxy; a socket in dockerd's cgroup, a port not known yet
                         (docker-proxy for a container being started): goto proxy, but
@@ -96,6 +97,12 @@ def input_entry(ruleset: Ruleset, sets: dict[str, NftSet]) -> list[Rule]:
     bridges = _bridge_names(ruleset)
     if bridges:
         rules.append(Rule((f"iifname {_names(bridges)}", "accept")))
+    for family in FAMILIES:
+        odd = [x for x in ruleset.quarantine_listeners if x.family is family]
+        if odd:
+            name = _add(sets, f"qlisten{_DIGIT[family]}", _listener_type(family), _listening(odd))
+            verdict = _verdict(ruleset.default)
+            rules.append(Rule((f"{_listened(family)} @{name}", "counter", verdict)))
     for family in FAMILIES:
         found = [x for x in ruleset.listeners if x.family is family]
         name = _add(sets, f"listen{_DIGIT[family]}", _listener_type(family), _listening(found))
