@@ -167,6 +167,7 @@ def status_json(
             "name": r.container.name,
             "id": r.container.id,
             "addresses": [str(a) for a in r.addresses],
+            "quarantined": r.quarantined,
             "ports": [
                 {
                     "host_ip": str(p.port.host_ip) if p.port.host_ip else None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dockwall.compile.compiler import on_quarantined_network
 from dockwall.compile.decide import admits_port, selects
 from dockwall.model.hoststate import Container, HostState, PublishedPort
 from dockwall.model.packets import Route
@@ -30,17 +31,17 @@ class ContainerExposure:
     container: Container
     addresses: tuple[IPAddress, ...]
     ports: tuple[PortExposure, ...]
-    quarantined: bool = False  # on a quarantined network: dropped from outside there
+    quarantined: bool = False  # on a quarantined network: dropped from outside, all of it
 
 
 def exposure(ruleset: Ruleset, host: HostState) -> tuple[ContainerExposure, ...]:
     bridged = frozenset(n.name for n in host.bridge_networks)
-    odd = {q.key for q in host.quarantined if q.kind == "network"}
+    odd = {c.id for c in on_quarantined_network(host)}
     result = []
     for container in sorted((c for c in host.containers if c.running), key=lambda c: c.name):
         addresses = container.addresses(bridged)
-        quarantined = any(ep.network in odd for ep in container.endpoints)
-        allows = () if quarantined and not addresses else ruleset.allows  # only there: dropped
+        quarantined = container.id in odd
+        allows = () if quarantined else ruleset.allows  # every address and host port: dropped
         ports = tuple(
             PortExposure(
                 p, tuple(a for a in allows if _covers(a, addresses, p)), _paths(p, addresses)
