@@ -24,9 +24,13 @@ pytestmark = pytest.mark.integration
 
 BACKENDS = ["iptables", "nftables"]
 BRIDGE = "com.docker.network.bridge.name"
-NETWORKS = {  # name: (bridge, IPv4 subnet, IPv6 subnet); inside the Docker host only
-    # (in 192.0.2.64/26, which the sandbox's docker0 leaves free: documentation ranges only)
-    "oddnet": ('x"y', "192.0.2.64/28", "2001:db8:d0c:90::/64"),
+NETWORKS: dict[str, tuple[str, str, str | None]] = {
+    # name: (bridge, IPv4 subnet, IPv6 subnet or None); inside the Docker host only (in
+    # 192.0.2.64/26, which the sandbox's docker0 leaves free: documentation ranges only)
+    "oddnet": ('x"y', "192.0.2.64/29", "2001:db8:d0c:90::/64"),
+    # IPv4 only, as Docker's default config makes networks: IPv6 clients reach its published
+    # ports through docker-proxy (the host's INPUT), where a rule for every container applies
+    "oddv4": ('x"z', "192.0.2.72/29", None),
     "wallnet": ("wall0", "192.0.2.80/28", "2001:db8:d0c:91::/64"),
     "oddlate": ("o'late", "192.0.2.96/28", "2001:db8:d0c:92::/64"),
     "latenet": ("late0", "192.0.2.112/28", "2001:db8:d0c:93::/64"),
@@ -41,17 +45,9 @@ CRAFTED = {  # the docker CLI refuses whitespace in label keys, not in values
 
 def create_network(seeded: SeededSandbox, name: str) -> None:
     bridge, v4, v6 = NETWORKS[name]
+    ipv6 = [] if v6 is None else ["--ipv6", "--subnet", v6]
     seeded.sandbox.docker(
-        "network",
-        "create",
-        "--ipv6",
-        "--subnet",
-        v4,
-        "--subnet",
-        v6,
-        "-o",
-        f"{BRIDGE}={bridge}",
-        name,
+        "network", "create", *ipv6, "--subnet", v4, "-o", f"{BRIDGE}={bridge}", name
     )
 
 
@@ -61,6 +57,7 @@ def docker_refuses_odd_bridges(seeded: SeededSandbox) -> str:
     such a network is never created there, so there is nothing to quarantine. Asserted."""
     for name in ("oddnet", "oddlate"):
         bridge, v4, v6 = NETWORKS[name]
+        assert v6 is not None
         done = seeded.sandbox.docker(
             "network", "create", "--ipv6", "--subnet", v4, "--subnet", v6,
             "-o", f"{BRIDGE}={bridge}", name, check=False,
@@ -78,36 +75,41 @@ def remove(seeded: SeededSandbox, containers: list[str], networks: list[str]) ->
 
 @pytest.fixture(scope="module")
 def odd(seeded_sandbox: SeededSandbox) -> Iterator[tuple[Scenario, dict[Case, bool]]]:
-    """oddnet (bridge x"y) with odd-app on 9090, wallnet (bridge wall0) with wall-app on
-    9091, and what plain Docker lets through to them and to the seed's containers."""
+    """oddnet (bridge x"y) with odd-app on 9090, oddv4 (bridge x"z, IPv4 only) with
+    odd4-app on 9094, wallnet (bridge wall0) with wall-app on 9091, and what plain Docker
+    lets through to them and to the seed's containers."""
     seeded = seeded_sandbox
     dockwall(seeded.sandbox, "remove")
     if seeded.engine == "29-nftables":
         refused = docker_refuses_odd_bridges(seeded)
         pytest.skip(f"Docker 29's nftables firewall backend itself refuses {refused}")
     create_network(seeded, "oddnet")
+    create_network(seeded, "oddv4")
     create_network(seeded, "wallnet")
     box = seeded.sandbox
     extra = Scenario(
         {
             "odd-app": box.start_container("odd-app", [(9090, 80)], network="oddnet"),
+            "odd4-app": box.start_container("odd4-app", [(9094, 80)], network="oddv4"),
             "wall-app": box.start_container("wall-app", [(9091, 80)], network="wallnet"),
         }
     )
     found = cases(seeded.scenario) + cases(extra)
     baseline = probe(box, found)
-    for name in ("odd-app", "wall-app"):
+    for name in ("odd-app", "odd4-app", "wall-app"):
         published = [c for c in baseline if c.container == name and c.path == "published"]
         assert all(baseline[c] for c in published), f"harness: Docker not publishing {name}"
+    proxied = [c for c in baseline if c.container == "odd4-app" and c.source.version == 6]
+    assert proxied, "harness: no IPv6 client of odd4-app (docker-proxy's path)"
     yield extra, baseline
     dockwall(seeded.sandbox, "remove")
-    remove(seeded, ["odd-app", "wall-app", "crafted"], ["oddnet", "wallnet"])
+    remove(seeded, ["odd-app", "odd4-app", "wall-app", "crafted"], ["oddnet", "oddv4", "wallnet"])
 
 
 def expected(baseline: dict[Case, bool]) -> object:
     def allows(case: Case) -> bool:
-        if case.container == "odd-app":
-            return False  # quarantined: nobody from outside
+        if case.container in {"odd-app", "odd4-app"}:
+            return False  # quarantined: nobody from outside, on either path
         if case.container in {"wall-app", "late-app"}:  # late-app: published path only
             return baseline.get(case, True) and (case.source in ADMINS or case.source in LAN)
         return baseline[case] and example_policy_allows(case)
@@ -131,7 +133,8 @@ def test_odd_network_is_quarantined_and_the_rest_governed(
     seeded, (_, baseline) = seeded_sandbox, odd
     done = dockwall(seeded.sandbox, "apply", policy=policy(tmp_path, backend))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "network 'oddnet' quarantined" in done.stderr and "192.0.2.64/28" in done.stderr
+    assert "network 'oddnet' quarantined" in done.stderr and "192.0.2.64/29" in done.stderr
+    assert "network 'oddv4' quarantined" in done.stderr
     observed = probe(seeded.sandbox, list(baseline))
     wrong = mismatches(observed, expected(baseline))  # type: ignore[arg-type]
     assert not wrong, "\n".join(wrong) + "\n" + seeded.sandbox.firewall_dump()
@@ -139,10 +142,15 @@ def test_odd_network_is_quarantined_and_the_rest_governed(
     assert any(observed[c] for c in public)
     status = dockwall(seeded.sandbox, "status", "--json", policy=policy(tmp_path, backend))
     doc = json.loads(status.stdout)
-    assert [q["name"] for q in doc["quarantined"]] == ["oddnet"], status.stdout
+    assert sorted(q["name"] for q in doc["quarantined"]) == ["oddnet", "oddv4"], status.stdout
     assert doc["installed_matches_policy"] is True
     text = dockwall(seeded.sandbox, "status", policy=policy(tmp_path, backend)).stdout
     assert "odd-app (quarantined network)" in text and "QUARANTINED network 'oddnet'" in text
+    assert "odd4-app (quarantined network)" in text, text
+    for row in doc["containers"]:  # status never calls a port closed that is open
+        if row["name"] in {"odd-app", "odd4-app"}:
+            assert row["quarantined"] is True, row
+            assert row["ports"] and all(not p["rules"] for p in row["ports"]), row
 
 
 def dockwall_rules(seeded: SeededSandbox) -> str:
