@@ -180,7 +180,7 @@ def one_more(host: HostState) -> HostState:
 
 
 def time_adding_one(  # type: ignore[no-untyped-def]
-    backend: Kernel[Any, Any], policy, host: HostState, fresh: bool
+    backend: Kernel[Any, Any, Any], policy, host: HostState, fresh: bool
 ) -> float:
     """Median time of plan + apply for one container coming (and going, untimed). fresh:
     read the kernel first (`dockwall apply`); else trust the last apply (`dockwall run`)."""
@@ -196,12 +196,12 @@ def time_adding_one(  # type: ignore[no-untyped-def]
     return statistics.median(times)
 
 
-def update_cost(first: Kernel[Any, Any]) -> None:
+def update_cost(first: Kernel[Any, Any, Any]) -> None:
     for backend in (first, Kernel(NftablesBackend())):
         update_cost_with(backend)
 
 
-def update_cost_with(backend: Kernel[Any, Any]) -> None:
+def update_cost_with(backend: Kernel[Any, Any, Any]) -> None:
     policy = parse_policy(synthetic_policy(), "bench.yaml")
     small_policy = parse_policy(
         b"version: 1\nrules:\n  - {name: rule0, from: any, to: {label: app=app0}}\n", "s.yaml"

@@ -59,7 +59,7 @@ if command == "update":  # as the daemon: from a host without container argv[4] 
     kernel.apply(change)
     proc.run = run
     in_sync = not Kernel(NftablesBackend()).plan(after).pending
-    print(json.dumps({"payload": change.families[0].payload or change.families[1].payload,
+    print(json.dumps({"payload": change.change.writes.script,
                       "processes": runs, "in_sync": in_sync}))
     sys.exit(0)
 if command == "remove":

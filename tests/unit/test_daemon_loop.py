@@ -74,6 +74,17 @@ def test_the_timed_check_cannot_starve_under_a_stream_of_events() -> None:
     assert reads == 4  # at 1, 2, 3 and 4 s
 
 
+@dataclass(frozen=True)
+class Script:
+    """FakeBackend's writes: what it would do, "" if nothing."""
+
+    text: str
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.text)
+
+
 @dataclass
 class FakeBackend:
     """A kernel that holds a set of rule names. Injectable: refuse (apply raises), slow
@@ -102,16 +113,18 @@ class FakeBackend:
 
     def diff(
         self, desired: frozenset[str], installed: frozenset[str]
-    ) -> Transaction[frozenset[str]]:
-        payload = "" if desired == installed else "write"
-        families = (FamilyChange(Family.V4, payload, tuple(sorted(desired - installed))),)
-        return Transaction(Change(families, delta=self.deltas), installed, desired)
+    ) -> Transaction[frozenset[str], Script]:
+        pending = desired != installed
+        families = (FamilyChange(Family.V4, pending, tuple(sorted(desired - installed))),)
+        writes = Script("write" if pending else "")
+        return Transaction(Change(families, writes, delta=self.deltas), installed, desired)
 
-    def removal(self, installed: frozenset[str]) -> Transaction[frozenset[str]]:
-        families = (FamilyChange(Family.V4, "remove" if installed else ""),)
-        return Transaction(Change(families), installed, frozenset())
+    def removal(self, installed: frozenset[str]) -> Transaction[frozenset[str], Script]:
+        families = (FamilyChange(Family.V4, bool(installed)),)
+        writes = Script("remove" if installed else "")
+        return Transaction(Change(families, writes), installed, frozenset())
 
-    def apply(self, tx: Transaction[frozenset[str]]) -> None:
+    def apply(self, tx: Transaction[frozenset[str], Script]) -> None:
         time.sleep(self.slow)
         if self.refuse:
             raise BackendError("refused; nothing was changed")

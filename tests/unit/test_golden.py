@@ -92,15 +92,15 @@ def planned(scenario: Path) -> str:
         f"# nftables, {host.containers[0].name if host.containers else '-'} stops: "
         f"{stopped.families[0].hook or 'nothing to write'} (delta: {stopped.change.delta})"
     )
-    out.append(stopped.families[0].payload or stopped.families[1].payload)
+    out.append(stopped.change.writes.script)
     ipt = IptablesBackend()
     state = IptState({f: saved.parse(DOCKER_ONLY) for f in Family}, {}, True)
     applied_i = ipt.diff(ipt.render(before), state)
     assert applied_i.after is not None
     stopped_i = ipt.diff(ipt.render(after), applied_i.after)
     out.append(f"# iptables, the same stop (delta: {stopped_i.change.delta})")
-    out.append(f"# ipset: {stopped_i.change.prepare.strip() or '-'}")
-    out += [f"# {f.family.value}\n{f.payload}" for f in stopped_i.families]
+    out.append(f"# ipset: {stopped_i.change.writes.sets.prepare.strip() or '-'}")
+    out += [f"# {r.family.value}\n{r.payload}" for r in stopped_i.change.writes.restores]
     return "\n".join(out) + "\n"
 
 

@@ -53,7 +53,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeNft:
 
 
 def test_it_is_a_backend() -> None:
-    backend: Backend[Any, Any] = NftablesBackend()
+    backend: Backend[Any, Any, Any] = NftablesBackend()
     assert backend.name == "nftables"
 
 
@@ -136,7 +136,7 @@ def test_only_changed_sets_are_refilled_when_nothing_else_differs() -> None:
     )
     other = model.table(list(new.sets), [model.Chain("governed", ())])
     assert transaction.elements_only(old, other) == ""
-    assert transaction.to_apply(old, new).families[0].payload.startswith("flush set")
+    assert transaction.to_apply(old, new).writes.script.startswith("flush set")
 
 
 class FakeWriter:
@@ -145,11 +145,11 @@ class FakeWriter:
     refuse: ClassVar[bool] = False
     calls: ClassVar[list[list[netlink.SetChange]]] = []
 
-    def write(self, table: str, changes: list[netlink.SetChange], timeout: float) -> None:
+    def write(self, table: str, changes: Sequence[netlink.SetChange], timeout: float) -> None:
         assert table == "dockwall" and timeout > 0
         if FakeWriter.refuse:
             raise BackendError("the kernel refused to delete from set x: No such file")
-        FakeWriter.calls.append(changes)
+        FakeWriter.calls.append(list(changes))
 
 
 @pytest.fixture
@@ -183,7 +183,7 @@ def test_a_trusted_change_of_elements_is_a_delta_written_over_netlink(
     calls = len(fake.calls)
     change = backend.plan(with_web_at("192.0.2.9"), fresh=False)
     v4, v6 = change.families
-    assert v4.payload == (
+    assert change.change.writes.script == (
         "add element inet dockwall dst4_tcp-public-web { 192.0.2.9 . 80, 192.0.2.9 . 443 }\n"
     )
     assert v4.added == (
@@ -203,7 +203,7 @@ def test_a_trusted_change_of_elements_is_a_delta_written_over_netlink(
         ]
     ]
     back = backend.plan(seed_ruleset(), fresh=False)
-    assert back.families[0].payload.startswith("delete element inet dockwall dst4_tcp-public-web")
+    assert back.change.writes.script.startswith("delete element inet dockwall dst4_tcp-public-web")
     backend.apply(back)
     assert len(writer.calls) == 2 and len(fake.calls) == calls  # nft neither read nor run
     assert not backend.plan(seed_ruleset(), fresh=False).pending
@@ -215,9 +215,10 @@ def test_a_read_back_change_of_elements_refills_the_sets_with_nft(
     fake.installed = True
     backend = Kernel(NftablesBackend())
     change = backend.plan(with_web_at("192.0.2.9"))
-    assert change.families[0].payload.startswith("flush set inet dockwall dst4_tcp-public-web")
+    assert change.change.writes.script.startswith("flush set inet dockwall dst4_tcp-public-web")
+    assert change.change.writes.delta is None  # read back, not trusted: no delta
     backend.apply(change)
-    assert writer.calls == [] and fake.writes[-1] == change.families[0].payload
+    assert writer.calls == [] and fake.writes[-1] == change.change.writes.script
 
 
 def test_a_refused_delta_replaces_the_table_whole(fake: FakeNft, writer: type[FakeWriter]) -> None:

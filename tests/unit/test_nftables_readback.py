@@ -338,7 +338,7 @@ def rules_of(objects: list[dict[str, Any]], chain: str) -> list[dict[str, Any]]:
     return [o["rule"] for o in objects if "rule" in o and o["rule"]["chain"] == chain]
 
 
-def plan(objects: list[dict[str, Any]] | None) -> Change:
+def plan(objects: list[dict[str, Any]] | None) -> Change[Any]:
     installed = None if objects is None else readback.parse(listing(objects)).table
     return transaction.to_apply(installed, render.render(seed_ruleset()))
 
@@ -347,14 +347,13 @@ def test_the_installed_seed_table_reads_back_as_rendered_so_nothing_is_pending()
     assert readback.parse(listing(SEED_LISTING)).table == render.render(seed_ruleset())
     change = plan(SEED_LISTING)
     assert not change.pending
-    assert all(f.payload == "" for f in change.families)
+    assert change.writes.script == "" and not any(f.pending for f in change.families)
 
 
 def test_a_missing_table_is_pending_in_both_families_with_the_whole_table() -> None:
     change = plan(None)
     assert change.pending and all(f.pending for f in change.families)
-    payload = change.families[0].payload
-    assert payload == change.families[1].payload
+    payload = change.writes.script
     assert payload.startswith("table inet dockwall {}\ndelete table inet dockwall\ntable inet")
     assert "chain governed: counter drop" in change.families[0].added
 
@@ -445,7 +444,7 @@ def test_remove_deletes_the_table_and_lists_every_line() -> None:
     table = readback.parse(listing(SEED_LISTING)).table
     change = transaction.to_remove(table)
     assert all(f.pending for f in change.families)
-    assert change.families[0].payload == ("table inet dockwall {}\ndelete table inet dockwall\n")
+    assert change.writes.script == ("table inet dockwall {}\ndelete table inet dockwall\n")
     assert "set src4-admins: element 198.51.100.10/31" in change.families[0].removed
     assert not any("src6" in line for line in change.families[0].removed)
     assert not transaction.to_remove(None).pending

@@ -3,8 +3,9 @@ daemon only speak to this.
 
     render(Ruleset, previous) -> D     pure: the backend's rendering (D) of a Ruleset
     read() -> S                        what the kernel holds now (S), read back
-    diff(D, S) -> Transaction[S]       pure: the writes that turn S into D, and the S after
-    apply(Transaction[S])              carry it out: all of it, or nothing
+    diff(D, S) -> Transaction[S, W]    pure: the writes (W, the backend's own) that turn S
+                                       into D, and the S after
+    apply(Transaction[S, W])           carry it out: all of it, or nothing
 
 A backend object keeps nothing between calls: `apply` depends on its argument alone. Who
 wants to skip reading the kernel (the daemon, between drift checks) keeps the S of its last
@@ -23,30 +24,35 @@ from dockwall.model.values import Family
 
 @dataclass(frozen=True)
 class FamilyChange:
-    """What one kernel write for one address family would do."""
+    """What one address family's rules would see change, for people (`dockwall plan`, the
+    daemon's log). What is written is the backend's own (Change.writes)."""
 
     family: Family
-    payload: str  # the whole transaction in the backend's input language; "" if nothing to do
-    added: tuple[str, ...] = ()  # rule lines that appear, for `plan`
+    pending: bool = False  # something of this family's changes
+    added: tuple[str, ...] = ()  # rule lines that appear
     removed: tuple[str, ...] = ()  # rule lines that go
     hook: str = ""  # what the hook into Docker's rules does, e.g. "insert jump in DOCKER-USER"
-    undo: str = ""  # the transaction that puts back what was there, if another family fails
+
+
+class Writes(Protocol):
+    """A backend's writes in its own terms (the iptables backend: a restore per family and
+    ipset steps around them; nftables: one transaction for both families, or a delta)."""
 
     @property
-    def pending(self) -> bool:
-        return bool(self.payload)
+    def pending(self) -> bool: ...
+
+
+W = TypeVar("W", bound=Writes)
+S = TypeVar("S")  # what a backend's kernel holds
+D = TypeVar("D")  # a backend's rendering of a Ruleset
 
 
 @dataclass(frozen=True)
-class Change:
-    """A transaction as people see it (`dockwall plan`, the daemon's log), with its payload."""
+class Change(Generic[W]):
+    """A transaction as people see it (families), with what the backend writes for it."""
 
     families: tuple[FamilyChange, ...]
-    # Steps a backend takes around the family transactions (the iptables backend: ipsets),
-    # in its own input language; "" if none.
-    prepare: str = ""  # before: nothing the installed rules use changes
-    commit: str = ""  # after all families succeeded
-    abort: str = ""  # after a family failed: undo prepare
+    writes: W
     # Worked out as a difference from a trusted state, not from the kernel's rules: if the
     # kernel then differs from what was meant, with no one else's change seen, the delta
     # was wrong (see Kernel.distrust_deltas).
@@ -54,18 +60,14 @@ class Change:
 
     @property
     def pending(self) -> bool:
-        return bool(self.prepare or self.commit) or any(f.pending for f in self.families)
-
-
-S = TypeVar("S")  # what a backend's kernel holds
-D = TypeVar("D")  # a backend's rendering of a Ruleset
+        return self.writes.pending
 
 
 @dataclass(frozen=True)
-class Transaction(Generic[S]):
+class Transaction(Generic[S, W]):
     """The writes from `before` to `after`; apply needs nothing else."""
 
-    change: Change
+    change: Change[W]
     before: S  # what the kernel held when this was worked out (read back, or trusted)
     after: S | None  # what it holds once this is applied; None: not known (read it next)
 
@@ -87,7 +89,7 @@ class Hits:
 DEFAULT_HITS = "(default)"  # key of the default verdict's counter in Backend.hits()
 
 
-class Backend(Protocol[D, S]):
+class Backend(Protocol[D, S, W]):
     name: str
     deltas: bool  # from a trusted state, write what changed as a delta (else from scratch)
     # every write to its rules is told by nftables' change stream (so drift no one was seen
@@ -103,15 +105,15 @@ class Backend(Protocol[D, S]):
         """What the kernel holds of dockwall's now."""
         ...
 
-    def diff(self, desired: D, installed: S) -> Transaction[S]:
+    def diff(self, desired: D, installed: S) -> Transaction[S, W]:
         """The transaction that makes installed into desired. Pure; writes nothing."""
         ...
 
-    def removal(self, installed: S) -> Transaction[S]:
+    def removal(self, installed: S) -> Transaction[S, W]:
         """The transaction that removes everything of dockwall's in installed. Pure."""
         ...
 
-    def apply(self, transaction: Transaction[S]) -> None:
+    def apply(self, transaction: Transaction[S, W]) -> None:
         """Carry out a transaction: all of it, or nothing (then BackendError)."""
         ...
 
@@ -126,12 +128,12 @@ class Backend(Protocol[D, S]):
 
 
 @dataclass
-class Kernel(Generic[D, S]):
+class Kernel(Generic[D, S, W]):
     """One process's knowledge of its kernel: the last rendering, and what the kernel holds
     after its last apply (or check that found nothing to do), which it may trust instead of
     reading the kernel again. A failed apply forgets it: the next plan reads."""
 
-    backend: Backend[D, S]
+    backend: Backend[D, S, W]
     rendered: D | None = None
     trusted: S | None = None
 
@@ -139,7 +141,7 @@ class Kernel(Generic[D, S]):
     def name(self) -> str:
         return self.backend.name
 
-    def plan(self, ruleset: Ruleset, fresh: bool = True) -> Transaction[S]:
+    def plan(self, ruleset: Ruleset, fresh: bool = True) -> Transaction[S, W]:
         """fresh=False trusts what the last apply left, where there was one."""
         desired = self.backend.render(ruleset, self.rendered)
         self.rendered = desired
@@ -149,12 +151,12 @@ class Kernel(Generic[D, S]):
             self.trusted = tx.after
         return tx
 
-    def apply(self, tx: Transaction[S]) -> None:
+    def apply(self, tx: Transaction[S, W]) -> None:
         self.trusted = None
         self.backend.apply(tx)
         self.trusted = tx.after
 
-    def plan_remove(self) -> Transaction[S]:
+    def plan_remove(self) -> Transaction[S, W]:
         return self.backend.removal(self.backend.read())
 
     def distrust_deltas(self) -> bool:

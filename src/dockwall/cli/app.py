@@ -43,7 +43,7 @@ BackendName = Literal["iptables", "nftables"]
 """A backend dockwall installs rules with. "auto" is not one: it is a question about the host,
 which only choose_backend answers (by detect_backend)."""
 
-_MAKERS: dict[BackendName, Callable[[], Backend[Any, Any]]] = {
+_MAKERS: dict[BackendName, Callable[[], Backend[Any, Any, Any]]] = {
     "iptables": IptablesBackend,
     "nftables": NftablesBackend,
 }
@@ -53,7 +53,7 @@ _TOOLS: tuple[tuple[BackendName, str], ...] = (  # each backend's tool, to see i
 )
 
 
-def backend(name: BackendName) -> Kernel[Any, Any]:
+def backend(name: BackendName) -> Kernel[Any, Any, Any]:
     """The backend called `name`. Any other name, "auto" first, is a caller's mistake and a
     ValueError: this function has no Docker host to detect with, and a silent iptables would
     install the wrong rules where Docker runs its nftables firewall backend."""
@@ -103,7 +103,7 @@ def docker_firewall(docker_host: str | None) -> str:
     return docker_firewall_backend(snapshot.engine_info(snapshot.connect(docker_host)))
 
 
-def retire_others(kernel: Kernel[Any, Any]) -> list[str]:
+def retire_others(kernel: Kernel[Any, Any, Any]) -> list[str]:
     """After applying with one backend, remove what dockwall installed with the other (a
     switch of backend leaves no second set of rules behind). Returns the names retired."""
     retired: list[str] = []
@@ -114,7 +114,7 @@ def retire_others(kernel: Kernel[Any, Any]) -> list[str]:
     return retired
 
 
-def remove_all() -> list[Change]:
+def remove_all() -> list[Change[Any]]:
     """Remove what either backend installed (each whose tool is on this host)."""
     done = []
     for name, tool in _TOOLS:
@@ -133,11 +133,11 @@ def context(policy: Policy, docker_host: str | None) -> Context:
     return Context(policy, host, compile_policy(policy, host))
 
 
-def plan(ctx: Context, kernel: Kernel[Any, Any]) -> Change:
+def plan(ctx: Context, kernel: Kernel[Any, Any, Any]) -> Change[Any]:
     return kernel.plan(ctx.compiled.ruleset).change
 
 
-def apply(ctx: Context, kernel: Kernel[Any, Any]) -> Change:
+def apply(ctx: Context, kernel: Kernel[Any, Any, Any]) -> Change[Any]:
     """Make the kernel match; return what was done. Verifies by reading back."""
     tx = kernel.plan(ctx.compiled.ruleset)
     change = tx.change
@@ -152,13 +152,13 @@ def apply(ctx: Context, kernel: Kernel[Any, Any]) -> Change:
 
 @dataclass(frozen=True)
 class PlanResult:
-    change: Change
+    change: Change[Any]
     rules: list[str]  # in policy terms; empty when there is no record of what is installed
     reach: list[str]
     known: bool  # a record of what dockwall installed exists and the kernel still matches it
 
 
-def plan_in_policy_terms(ctx: Context, kernel: Kernel[Any, Any]) -> PlanResult:
+def plan_in_policy_terms(ctx: Context, kernel: Kernel[Any, Any, Any]) -> PlanResult:
     change = kernel.plan(ctx.compiled.ruleset).change
     last = record.load()
     known = last is not None and not kernel.plan(last.ruleset).pending
@@ -180,7 +180,7 @@ class CheckResult:
 
 
 def check(
-    ctx: Context, kernel: Kernel[Any, Any], request: CheckRequest, firewall: str = "iptables"
+    ctx: Context, kernel: Kernel[Any, Any, Any], request: CheckRequest, firewall: str = "iptables"
 ) -> CheckResult:
     """Explain what the installed rules do with connections from source to dest; firewall:
     Docker's own firewall backend (docker_firewall), whose rules decide next."""
@@ -209,7 +209,7 @@ class CheckRequest:
     via: str | None
 
 
-def remove(kernel: Kernel[Any, Any], forget: bool = True) -> Change:
+def remove(kernel: Kernel[Any, Any, Any], forget: bool = True) -> Change[Any]:
     """Take out what dockwall installed with kernel; forget: also the record of the apply."""
     tx = kernel.plan_remove()
     if tx.pending:

@@ -60,7 +60,7 @@ def _backend_option(func: F) -> F:
     )(func)
 
 
-def _kernel(asked: str | None, ctx: app.Context, docker_host: str | None) -> Kernel[Any, Any]:
+def _kernel(asked: str | None, ctx: app.Context, docker_host: str | None) -> Kernel[Any, Any, Any]:
     return app.backend(app.choose_backend(asked, ctx.policy, docker_host))
 
 
@@ -193,7 +193,7 @@ def status(policy_path: Path, docker_host: str | None, as_json: bool, backend: s
 
 
 def _status_header(
-    policy_path: Path, ctx: app.Context, kernel: Kernel[Any, Any], docker_host: str | None
+    policy_path: Path, ctx: app.Context, kernel: Kernel[Any, Any, Any], docker_host: str | None
 ) -> report.StatusHeader:
     """What `status` says first: the policy, the last apply, whether the kernel matches, and
     the two firewalls (dockwall's, Docker's)."""

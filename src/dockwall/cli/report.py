@@ -22,7 +22,7 @@ from dockwall.model.ruleset import Allow
 from dockwall.model.values import Family, ProxyCgroup
 
 
-def change_text(change: Change, verbose: bool = False) -> str:
+def change_text(change: Change[Any], verbose: bool = False) -> str:
     """Per family: how many kernel rules come and go; with verbose, the rules themselves."""
     if not change.pending:
         return "nothing to do: the installed rules match"

@@ -85,9 +85,10 @@ class Settings:
 @dataclass
 class Daemon:
     settings: Settings
-    kernel: Kernel[Any, Any]
+    kernel: Kernel[Any, Any, Any]
     policy: Policy
-    retire: Callable[[Kernel[Any, Any]], list[str]] | None = None  # remove other backends' rules
+    # remove other backends' rules
+    retire: Callable[[Kernel[Any, Any, Any]], list[str]] | None = None
     triggers: Triggers = field(default_factory=Triggers)
     host: HostState | None = None
     applied: Ruleset | None = None
@@ -316,7 +317,7 @@ class Daemon:
                 log.debug("event handled", extra={FIELDS: {"what": trigger.what, "age_ms": age}})
 
 
-def _log_change(change: Change, why: list[str], timings: dict[str, float]) -> None:
+def _log_change(change: Change[Any], why: list[str], timings: dict[str, float]) -> None:
     added = sum(len(f.added) for f in change.families)
     removed = sum(len(f.removed) for f in change.families)
     hooks = [f"{f.family}: {f.hook}" for f in change.families if f.hook]
@@ -326,8 +327,8 @@ def _log_change(change: Change, why: list[str], timings: dict[str, float]) -> No
 
 def start(
     settings: Settings,
-    kernel: Kernel[Any, Any],
-    retire: Callable[[Kernel[Any, Any]], list[str]] | None = None,
+    kernel: Kernel[Any, Any, Any],
+    retire: Callable[[Kernel[Any, Any, Any]], list[str]] | None = None,
 ) -> None:
     """Load the policy (an invalid one stops here, nothing touched) and run until stopped.
     retire, once the first apply is in: remove what other backends had installed."""

@@ -7,7 +7,8 @@ import shutil
 from dataclasses import dataclass, replace
 
 from dockwall import proc
-from dockwall.backends.base import Change, FamilyChange, Hits, Transaction
+from dockwall.backends.base import Change, FamilyChange, Hits
+from dockwall.backends.base import Transaction as BaseTransaction
 from dockwall.backends.iptables import classes, evaluate, ipsets, render, saved, transaction
 from dockwall.errors import BackendError
 from dockwall.model.packets import Decision, Outcome, Packet
@@ -71,10 +72,27 @@ class Rendered:
         return {f: ipsets.wanted(f, self.narrowed[f]) for f in self.families}
 
 
-def _with_moves(change: FamilyChange, installed: ipsets.Sets, want: ipsets.Sets) -> FamilyChange:
-    """change, its lines for people extended with the class members that come and go."""
-    added, removed = ipsets.class_moves(installed, want).lines()
-    return replace(change, added=change.added + added, removed=change.removed + removed)
+NO_STEPS = ipsets.Steps()
+
+
+@dataclass(frozen=True)
+class Writes:
+    """One iptables-restore per family, and the ipset steps around them (ipsets.Steps)."""
+
+    restores: tuple[transaction.Restore, ...]
+    sets: ipsets.Steps = NO_STEPS
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.sets.prepare or self.sets.commit) or any(r.pending for r in self.restores)
+
+
+Transaction = BaseTransaction[State, Writes]
+
+
+def _shown(restore: transaction.Restore, installed: ipsets.Sets, want: ipsets.Sets) -> FamilyChange:
+    """restore for people, with the class members that come and go beside its rules."""
+    return restore.shown(*ipsets.class_moves(installed, want).lines())
 
 
 class IptablesBackend:
@@ -103,7 +121,7 @@ class IptablesBackend:
     def render(self, ruleset: Ruleset, previous: Rendered | None = None) -> Rendered:
         return Rendered(ruleset, self.families)
 
-    def diff(self, desired: Rendered, installed: State) -> Transaction[State]:
+    def diff(self, desired: Rendered, installed: State) -> Transaction:
         ruleset = desired.ruleset
         if installed.classes is not None and self.deltas:
             moved = classes.moves(installed.classes, ruleset)
@@ -116,23 +134,20 @@ class IptablesBackend:
         sets = installed.sets if any(want.values()) or used else {}
         if any(want.values()) and not installed.ipset:
             raise BackendError(NO_IPSET)
-        families = tuple(
-            _with_moves(transaction.to_apply(f, state[f], wanted[f]), sets, want[f])
-            for f in self.families
-        )
-        steps = ipsets.steps(sets, want)
+        restores = tuple(transaction.to_apply(f, state[f], wanted[f]) for f in self.families)
+        families = tuple(_shown(r, sets, want[r.family]) for r in restores)
         after = State(
             {f: transaction.after(state[f], wanted[f]) for f in self.families},
             {n: m for one in want.values() for n, m in one.items()},
             installed.ipset,
             classes.index(ruleset, desired.narrowed),
         )
-        change = Change(families, steps.prepare, steps.commit, steps.abort)
+        change = Change(families, Writes(restores, ipsets.steps(sets, want)))
         return Transaction(change, installed, after)
 
     def _moves(
         self, installed: State, index: classes.Index, found: dict[Family, list[classes.Move]]
-    ) -> Transaction[State]:
+    ) -> Transaction:
         """The change where only class members move: set elements, no rule (classes.py)."""
         sets, moves = dict(installed.sets), ipsets.Moves()
         families = []
@@ -149,9 +164,10 @@ class IptablesBackend:
                     mine.added.append(f"{new} {move.address}")
             moves.deleted += mine.deleted
             moves.added += mine.added
-            families.append(FamilyChange(family, "", *mine.lines()))
-        forward, back = ipsets.text(moves.forward()), ipsets.text(moves.back())
-        change = Change(tuple(families), forward, "", back, delta=True)
+            families.append(transaction.Restore(family, "").shown(*mine.lines()))
+        steps = ipsets.Steps(ipsets.text(moves.forward()), "", ipsets.text(moves.back()))
+        restores = tuple(transaction.Restore(f, "") for f in self.families)
+        change = Change(tuple(families), Writes(restores, steps), delta=True)
         after = replace(installed, sets=sets, classes=index)
         return Transaction(change, installed, after)
 
@@ -177,27 +193,29 @@ class IptablesBackend:
         decided = [evaluate.evaluate(installed[Family.of(p.source)], p, sets) for p in packets]
         return decided, in_sync
 
-    def removal(self, installed: State) -> Transaction[State]:
+    def removal(self, installed: State) -> Transaction:
         """What takes out dockwall's chains, jumps and ipsets; after it, what the kernel holds
         is not known (Docker's rules are not dockwall's to model): the next plan reads."""
-        families = tuple(transaction.to_remove(f, installed.chains[f]) for f in self.families)
-        change = Change(families, commit=ipsets.remove_all(installed.sets))
+        restores = tuple(transaction.to_remove(f, installed.chains[f]) for f in self.families)
+        steps = ipsets.Steps(commit=ipsets.remove_all(installed.sets))
+        change = Change(tuple(r.shown() for r in restores), Writes(restores, steps))
         return Transaction(change, installed, None)
 
-    def apply(self, tx: Transaction[State]) -> None:
+    def apply(self, tx: Transaction) -> None:
         """One restore per family that has something to do, side by side. If one family's
         transaction is refused, the others are put back: all families change, or none."""
-        change = tx.change
-        if change.prepare:
-            self._ipset(change.prepare, on_error=change.abort)
-        pending = [f for f in change.families if f.pending]
-        errors = proc.run_all([(self._restore(f.family), f.payload) for f in pending], TIMEOUT)
+        writes = tx.change.writes
+        sets = writes.sets
+        if sets.prepare:
+            self._ipset(sets.prepare, on_error=sets.abort)
+        pending = [r for r in writes.restores if r.pending]
+        errors = proc.run_all([(self._restore(r.family), r.payload) for r in pending], TIMEOUT)
         if not any(errors):
-            if change.commit:
-                self._ipset(change.commit)
+            if sets.commit:
+                self._ipset(sets.commit)
             return
-        if change.abort:
-            self._ipset(change.abort, check=False)
+        if sets.abort:
+            self._ipset(sets.abort, check=False)
         undo = [
             (self._restore(f.family), f.undo)
             for f, e in zip(pending, errors, strict=True)

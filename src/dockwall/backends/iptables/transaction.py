@@ -4,6 +4,7 @@ wanted (or removes dockwall). Pure: text in, text out."""
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 
 from dockwall.backends.base import FamilyChange
 from dockwall.backends.iptables.render import ENTRY, Chains
@@ -12,6 +13,28 @@ from dockwall.model.values import Family
 
 DOCKER_USER_JUMP = "-j DOCKER-USER"
 NO_DOCKER_USER = " (there is no DOCKER-USER to hook)"  # Docker 20.10's ip6tables, Docker's nftables
+
+
+@dataclass(frozen=True)
+class Restore:
+    """One family's iptables-restore transaction ("" if nothing to do), the one that puts
+    back what it changed (if another family's is refused), and its lines for people."""
+
+    family: Family
+    payload: str
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    hook: str = ""
+    undo: str = ""
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.payload)
+
+    def shown(self, added: tuple[str, ...] = (), removed: tuple[str, ...] = ()) -> FamilyChange:
+        """For people, with added and removed (ipset members that move) beside the rules."""
+        lines = (self.added + added, self.removed + removed)
+        return FamilyChange(self.family, self.pending or any(lines), *lines, self.hook)
 
 
 def hook_chains(saved: Saved) -> list[str]:
@@ -30,11 +53,11 @@ def hook_chains(saved: Saved) -> list[str]:
     return [*hooks, "INPUT"]
 
 
-def to_apply(family: Family, saved: Saved, wanted: Chains, undoable: bool = True) -> FamilyChange:
+def to_apply(family: Family, saved: Saved, wanted: Chains, undoable: bool = True) -> Restore:
     hooks = hook_chains(saved)
     in_place = hook_ok(saved)
     if saved.chains == wanted and in_place:
-        return FamilyChange(family, "")
+        return Restore(family, "")
     stale = [c for c in saved.chains if c not in wanted]
     rewrite, edits = {}, []
     for chain, specs in wanted.items():
@@ -59,7 +82,7 @@ def to_apply(family: Family, saved: Saved, wanted: Chains, undoable: bool = True
         note += (NO_DOCKER_USER if forward == ["FORWARD"] else "") + ", and from INPUT"
     added, removed = _diff(saved.chains, wanted)
     undo = _undo(family, saved, wanted) if undoable else ""
-    return FamilyChange(family, _transaction(lines), added, removed, note, undo)
+    return Restore(family, _transaction(lines), added, removed, note, undo)
 
 
 def edit_script(chain: str, old: list[str], new: list[str]) -> list[str] | None:
@@ -93,14 +116,14 @@ def _undo(family: Family, saved: Saved, wanted: Chains) -> str:
     return to_apply(family, later, saved.chains, undoable=False).payload
 
 
-def to_remove(family: Family, saved: Saved) -> FamilyChange:
+def to_remove(family: Family, saved: Saved) -> Restore:
     lines = _unhook(saved)
     lines += [f":{chain} - [0:0]" for chain in saved.chains]
     lines += [f"-X {chain}" for chain in saved.chains]
     if not lines:
-        return FamilyChange(family, "")
+        return Restore(family, "")
     _, removed = _diff(saved.chains, {})
-    return FamilyChange(family, _transaction(lines), (), removed, f"remove jumps to {ENTRY}")
+    return Restore(family, _transaction(lines), (), removed, f"remove jumps to {ENTRY}")
 
 
 def hook_ok(saved: Saved) -> bool:

@@ -23,7 +23,8 @@ import logging
 from dataclasses import dataclass, replace
 
 from dockwall import proc
-from dockwall.backends.base import Hits, Transaction
+from dockwall.backends.base import Hits
+from dockwall.backends.base import Transaction as BaseTransaction
 from dockwall.backends.nftables import (
     evaluate,
     model,
@@ -44,19 +45,6 @@ log = logging.getLogger(__name__)
 NFT = "nft"
 TIMEOUT = 30.0  # seconds for one listing or transaction
 _MISSING = "No such file or directory"  # what nft says when the table is not there
-
-
-def _delta(tx: Transaction[State], payload: str) -> list[netlink.SetChange] | None:
-    """The set changes of a delta from a trusted state (what diff made of it), else None."""
-    if tx.after is None or not tx.before.trusted:
-        return None
-    before, after = tx.before.table, tx.after.table
-    if before is None or after is None:
-        return None
-    changes = transaction.set_changes(before, after)
-    if changes is None or transaction.delta(changes) != payload:
-        return None
-    return changes
 
 
 def _writable(ruleset: Ruleset) -> Ruleset:
@@ -84,6 +72,9 @@ class State:
 
     table: Table | None
     trusted: bool = False
+
+
+Transaction = BaseTransaction[State, transaction.Writes]
 
 
 class NftablesBackend:
@@ -115,37 +106,36 @@ class NftablesBackend:
         table = None if previous is None else patch.patch(previous.ruleset, previous.table, ruleset)
         return Rendered(ruleset, render.render(ruleset) if table is None else table)
 
-    def diff(self, desired: Rendered, installed: State) -> Transaction[State]:
+    def diff(self, desired: Rendered, installed: State) -> Transaction:
         """From a trusted state, a change of set elements only is a delta (what changed);
         from a state read back, the sets that differ are refilled, or the table replaced."""
         wanted = desired.table
-        update = None
+        change = None
         if installed.trusted and installed.table is not None and self.deltas:
-            update = transaction.to_update(installed.table, wanted)
-        change = transaction.to_apply(installed.table, wanted) if update is None else update[0]
+            change = transaction.to_update(installed.table, wanted)
+        if change is None:
+            change = transaction.to_apply(installed.table, wanted)
         return Transaction(change, installed, State(wanted, trusted=True))
 
-    def removal(self, installed: State) -> Transaction[State]:
+    def removal(self, installed: State) -> Transaction:
         return Transaction(transaction.to_remove(installed.table), installed, State(None, True))
 
-    def apply(self, tx: Transaction[State]) -> None:
+    def apply(self, tx: Transaction) -> None:
         """One transaction for the whole table (both families): all of it changes, or nothing.
         A delta goes over netlink, anything else to `nft -f`."""
-        payloads = list(dict.fromkeys(f.payload for f in tx.change.families if f.pending))
-        if not payloads:
+        writes = tx.change.writes
+        if not writes.pending:
             return
-        if len(payloads) > 1:
-            raise BackendError("the families of an nftables change disagree; nothing was changed")
-        changes = _delta(tx, payloads[0])
+        planned = None if tx.after is None else tx.after.table
         try:
-            if changes is not None and tx.after is not None and tx.after.table is not None:
-                self._write(changes, tx.after.table)
+            if writes.delta is not None and planned is not None:
+                self._write(writes.delta, planned)
             else:
-                proc.run([NFT, "-f", "-"], stdin=payloads[0], timeout=TIMEOUT)
+                proc.run([NFT, "-f", "-"], stdin=writes.script, timeout=TIMEOUT)
         except BackendError as exc:
             raise BackendError(f"{exc}; nothing was changed") from None
 
-    def _write(self, changes: list[netlink.SetChange], planned: Table) -> None:
+    def _write(self, changes: tuple[netlink.SetChange, ...], planned: Table) -> None:
         """Write a delta; if the kernel refuses it, replace the table whole with planned."""
         try:
             self._netlink.write(NAME, changes, TIMEOUT)

@@ -38,7 +38,7 @@ import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from dockwall.errors import BackendError
@@ -83,7 +83,9 @@ class SetChange:
     added: tuple[str, ...]
 
 
-def batch(table: str, changes: list[SetChange], first_seq: int = 1) -> tuple[bytes, dict[int, str]]:
+def batch(
+    table: str, changes: Sequence[SetChange], first_seq: int = 1
+) -> tuple[bytes, dict[int, str]]:
     """The batch (its begin message numbered first_seq, its end message one after the last
     entry of the dict) and what each acknowledged message does, by sequence number. Every
     removal comes before every addition. Raises Unsupported."""
@@ -116,7 +118,7 @@ class Writer:
         self._sock: socket.socket | None = None
         self._seq = 0
 
-    def write(self, table: str, changes: list[SetChange], timeout: float) -> None:
+    def write(self, table: str, changes: Sequence[SetChange], timeout: float) -> None:
         """Send the changes as one transaction and wait for the kernel's word on every
         message. Raises Unsupported (nothing sent) or BackendError (nothing changed)."""
         begin = self._seq + 1 if self._seq < 1 << 30 else 1

@@ -1,24 +1,27 @@
 """Work out the one transaction that turns what is installed into what is wanted, or removes
 dockwall's table. Pure.
 
-The table holds both families, so there is one transaction; the Change still has a
-FamilyChange per family for people: its added/removed are the lines of that family (and the
-lines that serve both, such as the bridge matches), and a family is pending when any of its
-lines differ. Every pending FamilyChange carries the same payload and NftablesBackend.apply
-runs it once. If the tables differ only in rule order, both families are pending with no
+The table holds both families, so there is one transaction (Writes); the Change still has
+a FamilyChange per family for people: its added/removed are the lines of that family (and
+the lines that serve both, such as the bridge matches), and a family is pending when any of
+its lines differ. If the tables differ only in rule order, both families are pending with no
 lines to show.
 
-The payload, in nft's language, is one of:
+The script, in nft's language, is one of:
 - the whole table (replaced), where more than set elements differ;
 - where only elements differ and installed was read from the kernel: each set that differs
   flushed and filled again (whatever the kernel holds, it ends up as wanted);
 - where only elements differ and installed is what dockwall itself last wrote (trusted):
   a delta, `delete element` for what went and `add element` for what came, so a change costs
-  what changed. NftablesBackend writes a delta over netlink (netlink.py); if the kernel
-  refuses it (the sets were not what dockwall trusted), it replaces the table whole.
+  what changed. Writes then carries the delta's set changes too: NftablesBackend writes them
+  over netlink (netlink.py); if the kernel refuses them (the sets were not what dockwall
+  trusted), it replaces the table whole.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from dockwall.backends.base import Change, FamilyChange
 from dockwall.backends.nftables.model import (
@@ -39,20 +42,37 @@ ELEMENTS = f"change set elements in table {FAMILY} {NAME} (IPv4 and IPv6 in one 
 DELETE = f"delete table {FAMILY} {NAME}"
 
 
-def to_apply(installed: Table | None, wanted: Table) -> Change:
+@dataclass(frozen=True)
+class Writes:
+    """The one nft transaction for both families ("" if nothing to do); for a delta, also its
+    set changes, which are written over netlink instead (script is the same in nft's terms)."""
+
+    script: str
+    delta: tuple[SetChange, ...] | None = None
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.script)
+
+
+NOTHING = Change(tuple(FamilyChange(f) for f in FAMILIES), Writes(""))
+
+
+def to_apply(installed: Table | None, wanted: Table) -> Change[Writes]:
     if installed == wanted:
-        return Change(tuple(FamilyChange(f, "") for f in FAMILIES))
+        return NOTHING
     diffs = {f: _diff(installed, wanted, f) for f in FAMILIES}
     reorder_only = not any(a or r for a, r in diffs.values())
     refill = elements_only(installed, wanted)
-    payload, hook = (refill, ELEMENTS) if refill else (transaction(wanted), REPLACE)
+    script, hook = (refill, ELEMENTS) if refill else (transaction(wanted), REPLACE)
     return Change(
         tuple(
-            FamilyChange(f, payload, added, removed, hook)
+            FamilyChange(f, True, added, removed, hook)
             if added or removed or reorder_only
-            else FamilyChange(f, "")
+            else FamilyChange(f)
             for f, (added, removed) in diffs.items()
-        )
+        ),
+        Writes(script),
     )
 
 
@@ -77,13 +97,13 @@ def elements_only(installed: Table | None, wanted: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_update(trusted: Table, wanted: Table) -> tuple[Change, list[SetChange]] | None:
+def to_update(trusted: Table, wanted: Table) -> Change[Writes] | None:
     """Where only set elements differ from what dockwall itself last wrote (trusted, not read
-    back): the change as a delta, and its set changes. None where more than that differs."""
+    back): the change as a delta. None where more than that differs."""
     changes = set_changes(trusted, wanted)
     if changes is None:
         return None
-    return _elements_change(changes, {s.name: s for s in wanted.sets}), changes
+    return _elements_change(changes, {s.name: s for s in wanted.sets})
 
 
 def set_changes(installed: Table, wanted: Table) -> list[SetChange] | None:
@@ -107,7 +127,7 @@ def set_changes(installed: Table, wanted: Table) -> list[SetChange] | None:
     return found
 
 
-def delta(changes: list[SetChange]) -> str:
+def delta(changes: Sequence[SetChange]) -> str:
     """The changes in nft's language: every deletion, then every addition."""
     out = [_element_line("delete", c.name, c.removed) for c in changes if c.removed]
     out += [_element_line("add", c.name, c.added) for c in changes if c.added]
@@ -118,29 +138,26 @@ def _element_line(verb: str, name: str, elements: tuple[str, ...]) -> str:
     return f"{verb} element {FAMILY} {NAME} {name} {{ {', '.join(elements)} }}\n"
 
 
-def _elements_change(changes: list[SetChange], sets: dict[str, NftSet]) -> Change:
-    payload = delta(changes)
+def _elements_change(changes: list[SetChange], sets: dict[str, NftSet]) -> Change[Writes]:
+    script = delta(changes)
+    if not script:  # the sets differ in the order of their elements only
+        return NOTHING
     families = []
     for family in FAMILIES:
         mine = [c for c in changes if sets[c.name].family in (None, family)]
         added = tuple(f"set {c.name}: element {e}" for c in mine for e in c.added)
         removed = tuple(f"set {c.name}: element {e}" for c in mine for e in c.removed)
         pending = bool(added or removed)
-        families.append(
-            FamilyChange(
-                family, payload if pending else "", added, removed, ELEMENTS if pending else ""
-            )
-        )
-    return Change(tuple(families), delta=any(f.pending for f in families))
+        families.append(FamilyChange(family, pending, added, removed, ELEMENTS if pending else ""))
+    return Change(tuple(families), Writes(script, tuple(changes)), delta=True)
 
 
-def to_remove(installed: Table | None) -> Change:
+def to_remove(installed: Table | None) -> Change[Writes]:
     if installed is None:
-        return Change(tuple(FamilyChange(f, "") for f in FAMILIES))
+        return NOTHING
     return Change(
-        tuple(
-            FamilyChange(f, removal(), (), _diff(installed, None, f)[1], DELETE) for f in FAMILIES
-        )
+        tuple(FamilyChange(f, True, (), _diff(installed, None, f)[1], DELETE) for f in FAMILIES),
+        Writes(removal()),
     )
 
 
