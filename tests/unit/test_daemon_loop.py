@@ -17,7 +17,7 @@ from dockwall.backends.base import Change, FamilyChange, Kernel, Transaction
 from dockwall.daemon import loop
 from dockwall.daemon.loop import Action, Daemon, Settings, next_action
 from dockwall.daemon.triggers import Kind, Trigger
-from dockwall.errors import BackendError
+from dockwall.errors import BackendError, DockerError
 from dockwall.model.hoststate import Container, Endpoint, HostState, Network
 from dockwall.model.policy import parse_policy
 from dockwall.model.ruleset import Ruleset
@@ -284,3 +284,30 @@ def test_drift_someone_else_was_seen_making_leaves_the_deltas_on(
     made.triggers.put(Trigger(Kind.STOP, "test"))
     runner.join(5)
     assert fake.held == wanted and fake.deltas  # repaired, and the deltas stay
+
+
+def test_while_docker_is_away_drift_is_repaired_without_asking_docker(
+    daemon: tuple[Daemon, FakeBackend],
+) -> None:
+    """A dockerd that is starting rewrites its firewall (its jumps above dockwall's) and
+    starts its containers before its API answers: the loop must not wait on that API (a
+    snapshot would block for the API timeout) but put its closed rules back at once."""
+    made, fake = daemon
+    made.reconcile([event()], read_kernel=True)
+    asked = []
+
+    def unreadable(fresh: bool) -> HostState:
+        asked.append(fresh)
+        raise DockerError("cannot reach Docker")
+
+    made._snapshot = unreadable  # type: ignore[method-assign]
+    down = Trigger(Kind.DOCKER_DOWN, "event stream ended")
+    made.reconcile([down], read_kernel=True)  # Docker went away: closed to containers
+    closed = fake.held
+    assert made.host is None and "web:192.0.2.2/32" not in closed and len(asked) == 1
+    fake.wipe()  # dockerd starting again: its rules go above dockwall's
+    made.reconcile([down, Trigger(Kind.KERNEL_CHANGED, "add rule ip filter FORWARD")], True)
+    assert fake.held == closed and len(asked) == 1  # repaired, Docker not asked
+    made._snapshot = lambda fresh: host("192.0.2.9")  # type: ignore[method-assign]
+    made.reconcile([Trigger(Kind.DOCKER_UP, "event stream connected")], read_kernel=True)
+    assert made.host is not None and "web:192.0.2.9/32" in fake.held  # back, and followed

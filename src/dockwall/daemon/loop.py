@@ -190,6 +190,10 @@ class Daemon:
         """Snapshot Docker, compile, and make the kernel match. read_kernel=False trusts
         what the last apply left (the batch is only Docker's events, no check is due)."""
         began = time.monotonic()
+        if self._away(batch):
+            if read_kernel:
+                self.check_drift()
+            return
         try:
             docker_anew = any(t.kind in {Kind.DOCKER_UP, Kind.DOCKER_DOWN} for t in batch)
             host = self._snapshot(docker_anew)
@@ -214,6 +218,17 @@ class Daemon:
             self._record(compiled.ruleset, host)
         self.host = host
         self._latencies(batch)
+
+    def _away(self, batch: list[Trigger]) -> bool:
+        """Docker is away (it went, or never answered, and rules for that are applied) and
+        batch holds no sign that it answers again (its event stream back, an event, a policy
+        reload): then Docker is not asked, the kernel only checked. A dockerd that is starting
+        holds its API socket open but answers only once it has rewritten its firewall rules
+        (its jumps above dockwall's) and started its containers: asking it then would hold
+        the loop for up to the API timeout, with no drift repaired meanwhile."""
+        kinds = {t.kind for t in batch}
+        answers = {Kind.DOCKER_UP, Kind.EVENT, Kind.RELOAD}
+        return self.host is None and self.applied is not None and not kinds & answers
 
     def _snapshot(self, fresh: bool) -> HostState:
         """Keep one client (and the engine version) while Docker answers; a new one after
