@@ -201,5 +201,9 @@ def test_check_cli_names_rule_line_and_docker_next(
         path.write_text(path.read_text().replace("[80/tcp, 443/tcp]", "[80/tcp]"))
         done = dockwall(box, "check", "198.51.100.99", "www-nginx", "--json", policy=path)
         assert '"installed_matches_policy": false' in done.stdout
+        # Where: the rules of public-web, which lost a port (the iptables class chain that
+        # holds them, or nftables' governed and proxy chains).
+        differs = json.loads(done.stdout)["installed_differs"]
+        assert any(" chain " in f" {d}" for d in differs), differs
     finally:
         dockwall(box, "remove")

@@ -1,7 +1,8 @@
 """The core's decide (dockwall.compile.decide) against a second implementation: the iptables
-rendering of the same Ruleset, walked rule by rule as the kernel would (the walker
-IptablesBackend.decide feeds with the installed chains and ipsets), for random small
-Rulesets and packets on both paths. Then a few stories, one per step."""
+rendering of the same Ruleset, walked rule by rule as the kernel would (the oracle in
+tests/oracles/iptables_walk.py), for random small Rulesets and packets on both paths; and the
+line IptablesBackend.decide names for the core's answer (backends/iptables/lines.py) is the
+one the walk stops at. Then a few stories, one per step."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dockwall.backends.iptables import evaluate as ipt_evaluate
 from dockwall.backends.iptables import ipsets
+from dockwall.backends.iptables import lines as ipt_lines
 from dockwall.backends.iptables import render as ipt_render
 from dockwall.compile.decide import Ruling, Step, decide
 from dockwall.model.packets import Decision, Outcome, Packet, Route
 from dockwall.model.ruleset import Allow, Listener, Ruleset
 from dockwall.model.values import Family, IPAddress, IPNetwork, PortRange, Proto, Verdict
+from tests.oracles import iptables_walk as ipt_evaluate
 
 net = ipaddress.ip_network
 ip = ipaddress.ip_address
@@ -139,6 +141,8 @@ def test_the_iptables_rendering_walks_to_the_core_decision(
             ruling,
             walk,
         )
+        named = ipt_lines.decision(ruleset, chains, packet)
+        assert named == walk, (packet, ruling, named, walk)
         if ruling.step is Step.DEFAULT and packet.route is Route.FORWARD and ruling.logged_by:
             # Dropped in the destination's class chain, right after its rule's LOG line.
             assert walk.chain.startswith(f"{ipt_render.PREFIX}-C"), (packet, walk)

@@ -19,7 +19,7 @@ import docker
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dockwall.backends.iptables import evaluate, ipsets, render
+from dockwall.backends.iptables import ipsets, render
 from dockwall.backends.nftables import model as nft_model
 from dockwall.backends.nftables import render as nft_render
 from dockwall.compile.compiler import compile_policy
@@ -28,6 +28,7 @@ from dockwall.model.hoststate import Container, HostState, PublishedPort
 from dockwall.model.packets import Outcome, Packet, Route
 from dockwall.model.policy import Policy, parse_policy
 from dockwall.model.values import IFNAME_PATTERN, Family, Proto
+from tests.oracles import iptables_walk as evaluate
 
 MARK = "ZQX"  # in every injection payload, with a character no valid value may have
 PAYLOADS = [

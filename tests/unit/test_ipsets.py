@@ -5,10 +5,10 @@ from __future__ import annotations
 import ipaddress
 
 from dockwall.backends.iptables import ipsets, render
-from dockwall.backends.iptables.evaluate import evaluate
 from dockwall.model.packets import Outcome, Packet
 from dockwall.model.ruleset import Allow, Ruleset
 from dockwall.model.values import Family, PortRange, Proto, Verdict
+from tests.oracles.iptables_walk import evaluate
 
 MANY = tuple(ipaddress.ip_network(f"198.51.100.{i}") for i in range(10, 30))
 

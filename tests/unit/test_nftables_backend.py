@@ -13,6 +13,7 @@ import pytest
 from dockwall import proc
 from dockwall.backends.base import Backend, Kernel
 from dockwall.backends.nftables import NftablesBackend, model, netlink, transaction
+from dockwall.backends.nftables.backend import differences
 from dockwall.errors import BackendError
 from dockwall.model.packets import Outcome, Packet
 from dockwall.model.ruleset import Ruleset
@@ -105,11 +106,11 @@ def test_hits_and_decide(fake: FakeNft) -> None:
         Proto.TCP,
         5432,
     )
-    decided, in_sync = backend.decide(seed_ruleset(), [stranger])
-    assert decided[0].outcome is Outcome.NOT_INSTALLED and not in_sync
+    decided, sync = backend.decide(seed_ruleset(), [stranger])
+    assert decided[0].outcome is Outcome.NOT_INSTALLED and not sync.in_sync
     fake.installed = True
-    decided, in_sync = backend.decide(seed_ruleset(), [stranger])
-    assert decided[0].outcome is Outcome.DROPPED and in_sync
+    decided, sync = backend.decide(seed_ruleset(), [stranger])
+    assert decided[0].outcome is Outcome.DROPPED and sync.in_sync and sync.differs == ()
     assert set(backend.hits()) == {"admins", "lan", "public-web", "(default)"}
 
 
@@ -242,3 +243,22 @@ def test_when_the_replacement_fails_too_nothing_is_trusted(
     reads = len(fake.calls)
     backend.plan(seed_ruleset(), fresh=False)
     assert len(fake.calls) == reads + 1  # read the kernel again
+
+
+def test_differences_name_the_chains_and_sets_that_differ() -> None:
+    rule = model.Rule(("ip daddr @dst4-web", "counter", "accept"), "dockwall:web")
+    wanted = model.table(
+        [model.nft_set("dst4-web", "ipv4_addr", ["192.0.2.2"])],
+        [model.Chain("governed", (rule,)), model.Chain("proxy", ())],
+    )
+    assert differences(wanted, wanted) == ()
+    installed = model.table(
+        [model.nft_set("dst4-web", "ipv4_addr", ["192.0.2.3"])],
+        [model.Chain("governed", ()), model.Chain("proxy", ())],
+        extras=("chain stranger",),
+    )
+    assert differences(installed, wanted) == (
+        "chain governed",
+        "set dst4-web",
+        "not dockwall's: chain stranger",
+    )

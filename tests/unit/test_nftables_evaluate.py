@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from dockwall.backends.iptables import evaluate as ipt_evaluate
 from dockwall.backends.iptables import ipsets
 from dockwall.backends.iptables import render as ipt_render
 from dockwall.backends.nftables import evaluate, render
@@ -18,6 +17,7 @@ from dockwall.model.policy import load_policy
 from dockwall.model.ruleset import Ruleset
 from dockwall.model.values import Family, IPAddress, Proto
 from tests.hostfile import load_host
+from tests.oracles import iptables_walk as ipt_evaluate
 
 SCENARIOS = Path(__file__).parent.parent / "scenarios"
 ip = ipaddress.ip_address

@@ -86,6 +86,21 @@ class Hits:
     bytes: int
 
 
+@dataclass(frozen=True)
+class Sync:
+    """Whether the kernel holds a ruleset's rendering, and where it does not (for people:
+    "ipv4 chain DOCKWALL-C2", "set allow4-admins", "not installed")."""
+
+    differs: tuple[str, ...] = ()
+
+    @property
+    def in_sync(self) -> bool:
+        return not self.differs
+
+
+IN_SYNC = Sync()
+NOT_HOOKED = Sync(("dockwall's rules are not installed, or not hooked in",))
+
 DEFAULT_HITS = "(default)"  # key of the default verdict's counter in Backend.hits()
 
 
@@ -121,9 +136,10 @@ class Backend(Protocol[D, S, W]):
         """Packets and bytes each policy rule let through (by rule name), and DEFAULT_HITS."""
         ...
 
-    def decide(self, ruleset: Ruleset, packets: list[Packet]) -> tuple[list[Decision], bool]:
-        """What happens to packets, and whether the kernel holds ruleset's rendering (if not:
-        drift, or a policy changed but not applied)."""
+    def decide(self, ruleset: Ruleset, packets: list[Packet]) -> tuple[list[Decision], Sync]:
+        """What ruleset does with packets (dockwall.compile.decide, at the rendered line that
+        does it), and whether the kernel holds ruleset's rendering, and where not (drift, or
+        a policy changed but not applied)."""
         ...
 
 
@@ -169,7 +185,7 @@ class Kernel(Generic[D, S, W]):
         """Whether the kernel holds anything of dockwall's. Reads; forgets nothing."""
         return self.plan_remove().pending
 
-    def decide(self, ruleset: Ruleset, packets: list[Packet]) -> tuple[list[Decision], bool]:
+    def decide(self, ruleset: Ruleset, packets: list[Packet]) -> tuple[list[Decision], Sync]:
         return self.backend.decide(ruleset, packets)
 
     def hits(self) -> dict[str, Hits]:

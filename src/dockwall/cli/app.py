@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
 from dockwall import record
-from dockwall.backends.base import Backend, Change, Kernel
+from dockwall.backends.base import IN_SYNC, Backend, Change, Kernel, Sync
 from dockwall.backends.iptables.backend import IptablesBackend
 from dockwall.backends.nftables import (
     NftablesBackend,
@@ -173,10 +173,14 @@ def plan_in_policy_terms(ctx: Context, kernel: Kernel[Any, Any, Any]) -> PlanRes
 @dataclass(frozen=True)
 class CheckResult:
     verdicts: list[explain.Verdict]
-    in_sync: bool  # the installed rules are what the current policy and host compile to
+    sync: Sync  # whether the installed rules are what the current policy and host compile to
     via: str
     not_governed: str = ""  # why dockwall has no say, if it has none
-    backend: str = ""  # the backend that answered (report.py says what it answers from)
+    backend: str = ""  # the backend that answered
+
+    @property
+    def in_sync(self) -> bool:
+        return self.sync.in_sync
 
 
 def check(
@@ -192,12 +196,12 @@ def check(
             ctx.host, request.dest, family, request.port, request.proto, nat=nat
         )
     except explain.NotGoverned as exc:
-        return CheckResult([], True, request.via or "", str(exc))
+        return CheckResult([], IN_SYNC, request.via or "", str(exc))
     via = request.via or routes.interface_towards(request.source)
     packets = explain.packets(found, request.source, via)
-    decisions, in_sync = kernel.decide(ctx.compiled.ruleset, packets)
+    decisions, sync = kernel.decide(ctx.compiled.ruleset, packets)
     verdicts = explain.verdicts(found, decisions, ctx.policy, ctx.host.docker_version, firewall)
-    return CheckResult(verdicts, in_sync, via, backend=kernel.name)
+    return CheckResult(verdicts, sync, via, backend=kernel.name)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from dockwall.backends.base import DEFAULT_HITS, Change, Hits
+from dockwall.backends.base import DEFAULT_HITS, Change, Hits, Sync
 from dockwall.cli.app import CheckResult, PlanResult
 from dockwall.compile.compiler import quarantine_warning
 from dockwall.compile.explain import Verdict
@@ -208,22 +208,26 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)
 
 
-# What each backend's answer to `check` rests on (see its decide): iptables walks the rules
-# the kernel holds; nftables follows the policy and only compares the table with it.
-ANSWERED_FROM = {
-    "iptables": "the installed rules",
-    "nftables": "the current policy, not the installed rules",
-}
+SHOWN_DIFFERENCES = 5  # where the installed rules differ, named at most this many times
+
+
+def sync_text(sync: Sync) -> str:
+    """Both backends answer `check` from the current policy (dockwall.compile.decide) and say
+    whether, and where, the kernel holds something else."""
+    if sync.in_sync:
+        return "the installed rules match the policy"
+    where = ", ".join(printable(d) for d in sync.differs[:SHOWN_DIFFERENCES])
+    more = len(sync.differs) - SHOWN_DIFFERENCES
+    if more > 0:
+        where += f" and {more} more"
+    return (
+        "the installed rules DIFFER from the current policy (drift, or a policy edited but "
+        f"not applied) in {where}: answered from the current policy, not the installed rules"
+    )
 
 
 def check_text(result: CheckResult, source: str, dest: str) -> str:
-    basis = ANSWERED_FROM.get(result.backend, "the installed rules")
-    sync = (
-        "the installed rules match the policy"
-        if result.in_sync
-        else "the installed rules DIFFER from the current policy (drift, or a policy edited "
-        f"but not applied): answered from {basis}"
-    )
+    sync = sync_text(result.sync)
     if result.not_governed:
         return f"{source} -> {dest}: not governed by dockwall: {result.not_governed}"
     out = [f"{source} -> {dest}, arriving on {result.via} ({sync})"]
@@ -258,6 +262,7 @@ def check_json(result: CheckResult, source: str, dest: str) -> str:
         "dest": dest,
         "via": result.via,
         "installed_matches_policy": result.in_sync,
+        "installed_differs": list(result.sync.differs),
         "not_governed": result.not_governed or None,
         "verdicts": [
             {

@@ -1,9 +1,10 @@
 """What a Ruleset does with one packet, and why: the one meaning of an allow. Pure.
 
-Both backends render this meaning; nothing else decides it. `check` on nftables answers
-from here (the backend only compares the table with its rendering), `status` asks which
-allows let someone reach a published port (exposure.py), and the iptables backend's kernel
-rule walker is held to it by a property test over random Rulesets and packets.
+Both backends render this meaning; nothing else decides it. `check` answers from here on
+both (each backend only names the line of its rendering and compares the kernel with it),
+`status` asks which allows let someone reach a published port (exposure.py), and a rule
+walker over the iptables rendering (tests/oracles/iptables_walk.py) is held to it by a
+property test over random Rulesets and packets.
 
 The forward path (FORWARD, after Docker's DNAT), in this order:
     from a bridge (traffic containers start): allowed, not judged

@@ -7,9 +7,9 @@ import shutil
 from dataclasses import dataclass, replace
 
 from dockwall import proc
-from dockwall.backends.base import Change, FamilyChange, Hits
+from dockwall.backends.base import NOT_HOOKED, Change, FamilyChange, Hits, Sync
 from dockwall.backends.base import Transaction as BaseTransaction
-from dockwall.backends.iptables import classes, evaluate, ipsets, render, saved, transaction
+from dockwall.backends.iptables import classes, ipsets, lines, render, saved, transaction
 from dockwall.errors import BackendError
 from dockwall.model.packets import Decision, Outcome, Packet
 from dockwall.model.ruleset import Ruleset
@@ -171,27 +171,33 @@ class IptablesBackend:
         after = replace(installed, sets=sets, classes=index)
         return Transaction(change, installed, after)
 
-    def decide(self, ruleset: Ruleset, packets: list[Packet]) -> tuple[list[Decision], bool]:
-        """Each packet followed through the installed chains and ipsets, as the kernel would
-        (evaluate.py), whatever ruleset says; and whether they are ruleset's rendering. Where
-        they are, the walk gives what dockwall.compile.decide gives (tests/unit/test_decide.py holds
-        the rendering to it). Without our chains or their hook: NOT_INSTALLED, and not in
-        sync (as NftablesBackend.decide)."""
-        families = {Family.of(p.source) for p in packets}
+    def decide(self, ruleset: Ruleset, packets: list[Packet]) -> tuple[list[Decision], Sync]:
+        """What ruleset does with each packet (dockwall.compile.decide; lines.py names the line
+        of the rendering that does it), and where the kernel's chains and ipsets differ from
+        that rendering. The installed rules are not walked: under drift, or with a policy not
+        applied yet, the answer is still ruleset's and the differences say so. Without our
+        chains or their hook: NOT_INSTALLED (as NftablesBackend.decide)."""
+        families = sorted({Family.of(p.source) for p in packets})
         state = {f: self.read_family(f) for f in families}
-        installed = {f: s.chains for f, s in state.items()}
-        in_sync = all(installed[f] == render.render(f, ruleset.in_family(f)) for f in families)
-        hooked = all(transaction.hook_ok(s) for s in state.values())
-        if not (hooked and all(installed.values())):
-            return [Decision(Outcome.NOT_INSTALLED, "", "", None) for _ in packets], False
+        if not all(s.chains and transaction.hook_ok(s) for s in state.values()):
+            return [Decision(Outcome.NOT_INSTALLED, "", "", None) for _ in packets], NOT_HOOKED
+        narrowed = {f: ruleset.in_family(f) for f in families}
+        wanted = {f: render.render(f, narrowed[f]) for f in families}
         sets = self.read_sets()
-        in_sync = in_sync and all(
-            sets.get(n) == m
+        differs = [
+            f"{f.value} chain {name}"
             for f in families
-            for n, m in ipsets.wanted(f, ruleset.in_family(f)).items()
-        )
-        decided = [evaluate.evaluate(installed[Family.of(p.source)], p, sets) for p in packets]
-        return decided, in_sync
+            for name in sorted(set(wanted[f]) | set(state[f].chains))
+            if wanted[f].get(name) != state[f].chains.get(name)
+        ]
+        differs += [
+            f"ipset {name}"
+            for f in families
+            for name, members in sorted(ipsets.wanted(f, narrowed[f]).items())
+            if sets.get(name) != members
+        ]
+        decided = [lines.decision(ruleset, wanted[Family.of(p.source)], p) for p in packets]
+        return decided, Sync(tuple(differs))
 
     def removal(self, installed: State) -> Transaction:
         """What takes out dockwall's chains, jumps and ipsets; after it, what the kernel holds

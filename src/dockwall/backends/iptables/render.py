@@ -64,7 +64,7 @@ def render(family: Family, ruleset: Ruleset) -> Chains:
     """All of dockwall's chains for one family; ruleset must already be narrowed to it."""
     classes = destination_classes(ruleset.allows)
     chains: Chains = {ENTRY: list(_entry(ruleset)), GOVERNED: []}
-    governed = [ln for a in ruleset.allows if a.destinations is None for ln in _matches(a, family)]
+    governed = [ln for a in ruleset.allows if a.destinations is None for ln in matches(a, family)]
     for number, (_, members) in enumerate(classes, start=1):
         dispatch = f"-m set --match-set {ipsets.class_name(family, members)} dst"
         governed.append(f"{dispatch} -g {PREFIX}-C{number}")
@@ -75,8 +75,8 @@ def render(family: Family, ruleset: Ruleset) -> Chains:
             if logged
             else [f"-g {DEFAULT}"]
         )
-        matches = [ln for a in members for ln in _matches(a, family)]
-        chains[f"{PREFIX}-C{number}"] = [*matches, *ending]
+        allowed = [ln for a in members for ln in matches(a, family)]
+        chains[f"{PREFIX}-C{number}"] = [*allowed, *ending]
     chains[GOVERNED] = [*governed, f"-g {DEFAULT}"]
     log = [_log(ruleset.log_rate, "default")] if ruleset.log_default else []
     chains[DEFAULT] = [*log, _default(family, ruleset.default)]
@@ -107,8 +107,8 @@ def _proxy(allows: tuple[Allow, ...], family: Family) -> list[str]:
     """The allows on the proxy path, in the order DOCKWALL-IN tries them: those for every
     container (their lines match no destination, so they serve here as they are), then each
     other allow's listeners."""
-    every = [ln for a in allows if a.destinations is None for ln in _matches(a, family)]
-    own = [ln for a in allows if a.listeners for ln in _matches(a, family, a.listeners)]
+    every = [ln for a in allows if a.destinations is None for ln in matches(a, family)]
+    own = [ln for a in allows if a.listeners for ln in matches(a, family, a.listeners)]
     return every + own
 
 
@@ -153,7 +153,7 @@ def _quarantine(ruleset: Ruleset) -> Iterator[str]:
         yield f"-o {checked_ifname(bridge)} -g {DEFAULT}"
 
 
-def _matches(
+def matches(
     allow: Allow, family: Family, listeners: tuple[Listener, ...] | None = None
 ) -> Iterator[str]:
     """One line per (source, port range) of an allow, or per port range with a source set;

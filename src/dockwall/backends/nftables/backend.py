@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass, replace
 
 from dockwall import proc
-from dockwall.backends.base import Hits
+from dockwall.backends.base import NOT_HOOKED, Hits, Sync
 from dockwall.backends.base import Transaction as BaseTransaction
 from dockwall.backends.nftables import (
     evaluate,
@@ -34,7 +34,7 @@ from dockwall.backends.nftables import (
     render,
     transaction,
 )
-from dockwall.backends.nftables.model import FAMILY, NAME, Table
+from dockwall.backends.nftables.model import FAMILY, NAME, Chain, NftSet, Table
 from dockwall.errors import BackendError
 from dockwall.host import proxycgroup
 from dockwall.model.packets import Decision, Outcome, Packet
@@ -152,16 +152,34 @@ class NftablesBackend:
         installed = self.read_table()
         return {} if installed is None else readback.hits(installed)
 
-    def decide(self, ruleset: Ruleset, packets: list[Packet]) -> tuple[list[Decision], bool]:
+    def decide(self, ruleset: Ruleset, packets: list[Packet]) -> tuple[list[Decision], Sync]:
         """What ruleset does with each packet (dockwall.compile.decide; evaluate.py names the rule
-        line of the rendering that does it), and whether the kernel holds that rendering.
+        line of the rendering that does it), and where the kernel's table differs from that
+        rendering.
 
         The installed rules are not walked: where the table differs from ruleset's rendering
         (drift, or a policy not applied yet) the answer is still ruleset's, not the kernel's;
-        in_sync False says so. Without a table: NOT_INSTALLED, and not in sync."""
+        the differences say so. Without a table: NOT_INSTALLED."""
         installed = self.read_table()
         wanted = render.render(_writable(ruleset))
         if installed is None:
-            return [Decision(Outcome.NOT_INSTALLED, "", "", None) for _ in packets], False
+            return [Decision(Outcome.NOT_INSTALLED, "", "", None) for _ in packets], NOT_HOOKED
         decided = [evaluate.evaluate(ruleset, wanted, p) for p in packets]
-        return decided, installed.table == wanted
+        return decided, Sync(differences(installed.table, wanted))
+
+
+def differences(installed: Table, wanted: Table) -> tuple[str, ...]:
+    """The chains and sets of wanted that installed lacks or holds otherwise, then what
+    installed has that dockwall never makes."""
+
+    def by_name(items: tuple[Chain, ...] | tuple[NftSet, ...]) -> dict[str, object]:
+        return {item.name: item for item in items}
+
+    found: list[str] = []
+    for kind, have, want in (
+        ("chain", by_name(installed.chains), by_name(wanted.chains)),
+        ("set", by_name(installed.sets), by_name(wanted.sets)),
+    ):
+        names = sorted(set(have) | set(want))
+        found += [f"{kind} {n}" for n in names if have.get(n) != want.get(n)]
+    return (*found, *(f"not dockwall's: {e}" for e in installed.extras))

@@ -1,4 +1,9 @@
-"""Follow one packet through dockwall's installed chains, as the kernel would. Pure.
+"""The test oracle for the iptables rendering: follow one packet through chains rule by rule, as
+the kernel would. Pure.
+
+The product answers `check` from the core (dockwall.compile.decide, named at its line by
+backends/iptables/lines.py); this second implementation, which knows nothing of the core,
+walks what render.py wrote, and tests hold the two equal.
 
 Understands exactly the rule language render.py writes (and iptables-save prints back); a
 line it can't read is reported, never guessed at.
