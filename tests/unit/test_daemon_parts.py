@@ -10,7 +10,7 @@ import struct
 from pathlib import Path
 
 from dockwall.compile import policydiff
-from dockwall.daemon import describe, nftevents
+from dockwall.daemon import describe, rule_changes
 from dockwall.daemon.kernelwatch import Transactions
 from dockwall.daemon.triggers import Kind, Trigger, event_trigger, wait
 from dockwall.logfmt import FIELDS, LogfmtFormatter
@@ -136,7 +136,7 @@ def test_only_foreign_transactions_on_watched_tables_wake_the_daemon() -> None:
 
 def test_the_kernels_change_messages_read_as_nft_monitor_lines() -> None:
     recorded = json.loads((FIXTURES / "nft-events.json").read_text())["datagrams"]
-    found = [line for data in recorded for line in nftevents.lines(bytes.fromhex(data))]
+    found = [line for data in recorded for line in rule_changes.lines(bytes.fromhex(data))]
     assert found == [
         "add table inet dockwall",
         "add chain inet dockwall governed",
@@ -171,7 +171,7 @@ def test_the_kernels_change_messages_read_as_nft_monitor_lines() -> None:
 def test_cut_or_foreign_messages_are_skipped() -> None:
     recorded = json.loads((FIXTURES / "nft-events.json").read_text())["datagrams"]
     whole = bytes.fromhex(recorded[0])
-    assert list(nftevents.lines(whole[:-3])) == list(nftevents.lines(whole))[:-1]
+    assert list(rule_changes.lines(whole[:-3])) == list(rule_changes.lines(whole))[:-1]
     route = struct.pack("=IHHII", 20, 24, 0, 0, 0) + b"\0" * 4  # RTM_NEWROUTE: not nftables
-    assert list(nftevents.lines(route + whole)) == list(nftevents.lines(whole))
-    assert list(nftevents.lines(b"\x01\x00")) == []
+    assert list(rule_changes.lines(route + whole)) == list(rule_changes.lines(whole))
+    assert list(rule_changes.lines(b"\x01\x00")) == []

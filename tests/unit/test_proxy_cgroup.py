@@ -12,7 +12,7 @@ from dockwall import record
 from dockwall.backends.nftables import readback, render
 from dockwall.compile.compiler import closed, compile_policy
 from dockwall.errors import UnsafeValueError
-from dockwall.host import proxycgroup
+from dockwall.host import proxy_sockets
 from dockwall.model.hoststate import HostState
 from dockwall.model.policy import load_policy
 from dockwall.model.values import Proto, ProxyCgroup
@@ -77,12 +77,12 @@ def test_dockerds_cgroup_as_nft_names_it_with_its_own_ports_not_published_ones(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     proc, mount = fake_host(tmp_path, "/system.slice/docker.service")
-    monkeypatch.setattr(proxycgroup, "CGROUP_FS", mount.parent)
-    found = proxycgroup.of_process(100, mountinfo(mount), proc)
+    monkeypatch.setattr(proxy_sockets, "CGROUP_FS", mount.parent)
+    found = proxy_sockets.of_process(100, mountinfo(mount), proc)
     own = ((Proto.TCP, 1234), (Proto.TCP, 2375), (Proto.UDP, 7946))
     assert found == ProxyCgroup("unified/system.slice/docker.service", 2, own)
     (proc / "100" / "cmdline").write_bytes(b"dockerd\0--host=unix:///run/docker.sock\0")
-    found = proxycgroup.of_process(100, mountinfo(mount), proc)
+    found = proxy_sockets.of_process(100, mountinfo(mount), proc)
     assert found is not None and found.own == ((Proto.TCP, 1234), (Proto.UDP, 7946))
 
 
@@ -91,21 +91,21 @@ def test_no_cgroup_where_it_cannot_be_matched(
 ) -> None:
     """The root cgroup matches every socket; a mount nft can't name; no cgroup v2."""
     proc, mount = fake_host(tmp_path, "/")
-    monkeypatch.setattr(proxycgroup, "CGROUP_FS", mount.parent)
-    assert proxycgroup.of_process(100, mountinfo(mount), proc) is None
-    assert proxycgroup.of_process(100, mountinfo(tmp_path / "elsewhere"), proc) is None
-    assert proxycgroup.of_process(100, mountinfo(mount).replace("cgroup2", "tmpfs"), proc) is None
-    assert proxycgroup.find(None) is None
-    assert proxycgroup.find(str(tmp_path / "no-such.sock")) is None
+    monkeypatch.setattr(proxy_sockets, "CGROUP_FS", mount.parent)
+    assert proxy_sockets.of_process(100, mountinfo(mount), proc) is None
+    assert proxy_sockets.of_process(100, mountinfo(tmp_path / "elsewhere"), proc) is None
+    assert proxy_sockets.of_process(100, mountinfo(mount).replace("cgroup2", "tmpfs"), proc) is None
+    assert proxy_sockets.find(None) is None
+    assert proxy_sockets.find(str(tmp_path / "no-such.sock")) is None
 
 
 def test_a_cgroup_name_dockwall_does_not_write_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     proc, mount = fake_host(tmp_path, '/system.slice/x"y; drop')
-    monkeypatch.setattr(proxycgroup, "CGROUP_FS", mount.parent)
+    monkeypatch.setattr(proxy_sockets, "CGROUP_FS", mount.parent)
     with pytest.raises(UnsafeValueError):
-        proxycgroup.of_process(100, mountinfo(mount), proc)
+        proxy_sockets.of_process(100, mountinfo(mount), proc)
     for path, level in (("a/../b", 3), ("unified", 0), ("system.slice/docker.service", 1)):
         with pytest.raises(UnsafeValueError):
             ProxyCgroup(path, level)

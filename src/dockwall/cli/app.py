@@ -23,7 +23,7 @@ from dockwall.backends.nftables import (
 from dockwall.compile import explain, policydiff
 from dockwall.compile.compiler import Compiled, compile_policy
 from dockwall.errors import BackendError, DockerError
-from dockwall.host import dockernat, routes, snapshot
+from dockwall.host import published_path, routes, snapshot
 from dockwall.model.hoststate import HostState
 from dockwall.model.policy import Policy, load_policy
 from dockwall.model.values import Family, IPAddress, Proto
@@ -191,7 +191,7 @@ def check(
     family = Family.of(request.source)
     try:
         explain.check_source(ctx.host, request.source)
-        nat = dockernat.present(family)
+        nat = published_path.present(family)
         found = explain.targets(
             ctx.host, request.dest, family, request.port, request.proto, nat=nat
         )

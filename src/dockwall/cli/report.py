@@ -15,7 +15,7 @@ from dockwall.cli.app import CheckResult, PlanResult
 from dockwall.compile.compiler import quarantine_warning
 from dockwall.compile.explain import Verdict
 from dockwall.compile.exposure import ContainerExposure, PortExposure
-from dockwall.host import proxycgroup
+from dockwall.host import proxy_sockets
 from dockwall.model.hoststate import HostState, Quarantined
 from dockwall.model.packets import Outcome, Route
 from dockwall.model.ruleset import Allow
@@ -322,7 +322,7 @@ def status_header(header: StatusHeader) -> str:
 
 def unseen_proxy_ports(backend: str, where: ProxyCgroup | None) -> str:
     """What happens, on the proxy path, to a port of a container being started."""
-    if backend == "nftables" and where is not None and proxycgroup.exists(where):
+    if backend == "nftables" and where is not None and proxy_sockets.exists(where):
         return f'closed from the first packet (dockerd\'s cgroup "{where.path}")'
     why = (
         "iptables can't match a listening socket's cgroup"

@@ -1,6 +1,6 @@
 """Wake the daemon the moment someone changes the filter rules, instead of at the next drift
 check: iptables-nft and nft both write through nftables, whose changes the kernel streams
-(read by nftevents.py, in the words of `nft monitor`).
+(read by rule_changes.py, in the words of `nft monitor`).
 
 Each transaction ends with "# new generation N by process PID (name)": a transaction of
 dockwall's own (its process, or one of its latest children) wakes nothing, so a container
@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 
 from dockwall import proc
-from dockwall.daemon import nftevents
+from dockwall.daemon import rule_changes
 from dockwall.daemon.triggers import Kind, Trigger, Triggers
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ RETRY_PAUSE = 1.0  # seconds before subscribing again after the socket failed
 
 
 class KernelWatch(threading.Thread):
-    """Reads nftables' change stream (nftevents.py) and puts a KERNEL_CHANGED trigger for
+    """Reads nftables' change stream (rule_changes.py) and puts a KERNEL_CHANGED trigger for
     every foreign transaction on a watched table. Where the kernel dropped messages (the
     receive buffer overflowed), it cannot know what changed: a check is asked for."""
 
@@ -77,7 +77,7 @@ class KernelWatch(threading.Thread):
         again = False
         while not self._stopping.is_set():
             try:
-                sock = nftevents.subscribe()
+                sock = rule_changes.subscribe()
             except OSError as exc:
                 log.warning(
                     "cannot follow nftables' changes; only the timed drift check guards",
@@ -107,7 +107,7 @@ class KernelWatch(threading.Thread):
                     continue
                 log.warning("nftables' change stream failed", extra={"fields": {"error": exc}})
                 return
-            for line in nftevents.lines(data):
+            for line in rule_changes.lines(data):
                 foreign = transactions.feed(line)
                 if foreign is not None:
                     log.debug("rules changed by someone else", extra={"fields": {"what": foreign}})

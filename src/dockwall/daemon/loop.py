@@ -23,7 +23,7 @@ from dockwall import record
 from dockwall.backends.base import Change, Kernel
 from dockwall.compile import policydiff
 from dockwall.compile.compiler import closed, compile_policy, quarantine_warning
-from dockwall.daemon import describe, sdnotify
+from dockwall.daemon import describe, service_manager
 from dockwall.daemon.events import EventFollower
 from dockwall.daemon.firewalld import FirewalldListener
 from dockwall.daemon.kernelwatch import KernelWatch
@@ -120,7 +120,7 @@ class Daemon:
         if self.applied is not None and self.retire is not None:
             for name in self.retire(self.kernel):
                 log.info(f"removed the rules dockwall had installed with {name}")
-        sdnotify.notify("READY=1")
+        service_manager.notify("READY=1")
         log.info("running", extra={FIELDS: {"policy": str(self.settings.policy_path)}})
         try:
             self._loop()
@@ -128,12 +128,12 @@ class Daemon:
             follower.stop()
             firewalld.stop()
             watch.stop()
-            sdnotify.notify("STOPPING=1")
+            service_manager.notify("STOPPING=1")
             log.info("stopped; the rules stay in place")
 
     def _loop(self) -> None:
         next_check = time.monotonic() + self.settings.check_interval
-        ping = sdnotify.watchdog_interval()
+        ping = service_manager.watchdog_interval()
         while True:
             timeout = next_check - time.monotonic()
             batch = wait(self.triggers, min(timeout, ping) if ping else timeout)
@@ -156,7 +156,7 @@ class Daemon:
                 took = time.monotonic() - began
                 next_check = time.monotonic() + self._check_pause(took)
             if ping:
-                sdnotify.notify("WATCHDOG=1")
+                service_manager.notify("WATCHDOG=1")
 
     def _check_pause(self, took: float) -> float:
         """The check interval, stretched so that checking a very large ruleset costs at most

@@ -20,7 +20,7 @@ import docker.errors
 import requests.exceptions
 
 from dockwall.errors import DockerError, UnsafeValueError
-from dockwall.host import proxycgroup
+from dockwall.host import proxy_sockets
 from dockwall.model.hoststate import (
     Container,
     Endpoint,
@@ -68,7 +68,7 @@ def take(client: docker.DockerClient, version: str | None = None) -> HostState:
     containers, odd_containers = _each(raw_containers, _container, _odd_container)
     containers += starting
     quarantined = (*odd_networks, *odd_containers)
-    proxy = proxycgroup.find(_socket_path(client))
+    proxy = proxy_sockets.find(_socket_path(client))
     return HostState(containers, networks, host_interfaces(), version, quarantined, proxy)
 
 

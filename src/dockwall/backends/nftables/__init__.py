@@ -5,7 +5,7 @@ sets changed in one transaction.
 render (Ruleset -> Table, pure) / patch (the same, from the last rendering, pure) / readback
 (`nft -j` -> the same Table shape, pure) / transaction (the difference, pure) / netlink (set
 element changes as an nfnetlink batch) / backend (the only code that runs nft or writes to
-the kernel) / evaluate (check).
+the kernel) / lines (the rendered line that gives check's answer).
 """
 
 from dockwall.backends.nftables.backend import NftablesBackend

@@ -26,7 +26,7 @@ from dockwall import proc
 from dockwall.backends.base import NOT_HOOKED, Hits, Sync
 from dockwall.backends.base import Transaction as BaseTransaction
 from dockwall.backends.nftables import (
-    evaluate,
+    lines,
     model,
     netlink,
     patch,
@@ -36,7 +36,7 @@ from dockwall.backends.nftables import (
 )
 from dockwall.backends.nftables.model import FAMILY, NAME, Chain, NftSet, Table
 from dockwall.errors import BackendError
-from dockwall.host import proxycgroup
+from dockwall.host import proxy_sockets
 from dockwall.model.packets import Decision, Outcome, Packet
 from dockwall.model.ruleset import Ruleset
 
@@ -51,7 +51,7 @@ def _writable(ruleset: Ruleset) -> Ruleset:
     """ruleset without its proxy cgroup if that is gone (Docker stopped by systemd): nft
     refuses a rule that names a cgroup it cannot find, and the rest must still be written."""
     where = ruleset.proxy_cgroup
-    if where is None or proxycgroup.exists(where):
+    if where is None or proxy_sockets.exists(where):
         return ruleset
     log.debug("dockerd's cgroup is gone; no rule for docker-proxy's unseen ports")
     return replace(ruleset, proxy_cgroup=None)
@@ -153,7 +153,7 @@ class NftablesBackend:
         return {} if installed is None else readback.hits(installed)
 
     def decide(self, ruleset: Ruleset, packets: list[Packet]) -> tuple[list[Decision], Sync]:
-        """What ruleset does with each packet (dockwall.compile.decide; evaluate.py names the rule
+        """What ruleset does with each packet (dockwall.compile.decide; lines.py names the rule
         line of the rendering that does it), and where the kernel's table differs from that
         rendering.
 
@@ -164,7 +164,7 @@ class NftablesBackend:
         wanted = render.render(_writable(ruleset))
         if installed is None:
             return [Decision(Outcome.NOT_INSTALLED, "", "", None) for _ in packets], NOT_HOOKED
-        decided = [evaluate.evaluate(ruleset, wanted, p) for p in packets]
+        decided = [lines.decision(ruleset, wanted, p) for p in packets]
         return decided, Sync(differences(installed.table, wanted))
 
 

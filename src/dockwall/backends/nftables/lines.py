@@ -26,7 +26,7 @@ from dockwall.model.ruleset import Allow, Ruleset
 from dockwall.model.values import Family
 
 
-def evaluate(ruleset: Ruleset, rendered: Table, packet: Packet) -> Decision:
+def decision(ruleset: Ruleset, rendered: Table, packet: Packet) -> Decision:
     ruling = decide(ruleset, packet)
     chain, line = _WHERE[ruling.step](ruling, rendered, packet)
     return Decision(ruling.outcome, chain, line, ruling.policy_rule)

@@ -10,7 +10,7 @@ import pytest
 
 from dockwall.backends.iptables import ipsets
 from dockwall.backends.iptables import render as ipt_render
-from dockwall.backends.nftables import evaluate, render
+from dockwall.backends.nftables import lines, render
 from dockwall.compile.compiler import compile_policy
 from dockwall.model.packets import Outcome, Packet, Route
 from dockwall.model.policy import load_policy
@@ -57,7 +57,7 @@ def test_same_verdict_and_rule_as_the_iptables_evaluator(name: str, family: Fami
     table = render.render(rs)
     for packet in packets(family):
         want = ipt_evaluate.evaluate(chains, packet, sets)
-        got = evaluate.evaluate(rs, table, packet)
+        got = lines.decision(rs, table, packet)
         assert (got.outcome, got.policy_rule) == (want.outcome, want.policy_rule), packet
 
 
@@ -65,10 +65,10 @@ def test_the_deciding_line_is_the_rendered_rule() -> None:
     rs = scenario("drop-logging")
     table = render.render(rs)
     www = Packet(ip("198.51.100.99"), ip("192.0.2.2"), "eth0", "docker0", Proto.TCP, 80)
-    allowed = evaluate.evaluate(rs, table, www)
+    allowed = lines.decision(rs, table, www)
     assert allowed.outcome is Outcome.ALLOWED and allowed.policy_rule == "public-web"
     assert "@dst4_tcp-public-web" in allowed.rule
-    dropped = evaluate.evaluate(
+    dropped = lines.decision(
         rs, table, Packet(www.source, www.destination, "eth0", "docker0", Proto.TCP, 443)
     )
     assert (dropped.outcome, dropped.chain, dropped.rule) == (
@@ -86,7 +86,7 @@ def test_a_quarantined_containers_host_port_is_dropped_on_the_proxy_path() -> No
     for admin, host in (("198.51.100.10", "198.51.100.1"), ("2001:db8:100::10", "2001:db8:100::1")):
         source: IPAddress = ip(admin)
         packet = Packet(source, ip(host), "eth0", "", Proto.TCP, 9092, Route.PROXY)
-        got = evaluate.evaluate(rs, table, packet)
+        got = lines.decision(rs, table, packet)
         digit = "4" if source.version == 4 else "6"
         assert (got.outcome, got.chain) == (Outcome.DROPPED, "input"), got
         assert got.rule.endswith(f"@qlisten{digit} counter drop") and got.policy_rule is None
@@ -96,4 +96,4 @@ def test_a_quarantined_containers_host_port_is_dropped_on_the_proxy_path() -> No
         walk = ipt_evaluate.evaluate(chains, packet, ipsets.wanted(family, narrowed))
         assert (walk.outcome, walk.chain) == (Outcome.DROPPED, "DOCKWALL-DEFAULT"), walk
         allowed = Packet(source, ip(host), "eth0", "", Proto.TCP, 9091, Route.PROXY)
-        assert evaluate.evaluate(rs, table, allowed).policy_rule == "admins"
+        assert lines.decision(rs, table, allowed).policy_rule == "admins"
