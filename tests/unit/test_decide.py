@@ -93,6 +93,7 @@ def egresses(draw: st.DrawFn, n: int, between: bool) -> Egress:
         destinations=draw(st.none() | subset(CONTAINERS if between else SOURCES[:6])),
         ports=draw(st.none() | PORT_RANGES),
         via=None if between else draw(st.sampled_from([None, None, "eth0", "eth1"])),
+        to_containers=between,
     )
 
 

@@ -166,6 +166,7 @@ def _egress(
         ports,
         rule.via,
         rule.log,
+        rule.direction is Direction.BETWEEN,
     )
 
 

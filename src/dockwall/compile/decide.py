@@ -62,6 +62,7 @@ class Ruling:
     # destination; the drop is logged under its name, not as the default's.
     logged_by: Allow | None = None
     egress: Egress | None = None  # OUTBOUND_ALLOW, BETWEEN_ALLOW: the rule that matched
+    between: bool = False  # from a container out on a bridge (to a container)
 
     @property
     def policy_rule(self) -> str | None:
@@ -101,17 +102,18 @@ def _from_container(ruleset: Ruleset, packet: Packet) -> Ruling:
     between = is_bridge(ruleset, packet.out_interface)
     default = ruleset.between_default if between else ruleset.outbound_default
     if default is None:
-        return Ruling(Outcome.ALLOWED, Step.FROM_BRIDGE)
+        return Ruling(Outcome.ALLOWED, Step.FROM_BRIDGE, between=between)
     turned_away = outcome_of(default)
     if between and any(packet.destination in net for net in ruleset.quarantine):
-        return Ruling(turned_away, Step.QUARANTINED_ADDRESS)
+        return Ruling(turned_away, Step.QUARANTINED_ADDRESS, between=True)
     narrowed = ruleset.in_family(Family.of(packet.source))
     rules = narrowed.between if between else narrowed.outbound
     found = next((e for e in rules if egress_matches(e, packet)), None)
     if found is not None:
         step = Step.BETWEEN_ALLOW if between else Step.OUTBOUND_ALLOW
-        return Ruling(Outcome.ALLOWED, step, egress=found)
-    return Ruling(turned_away, Step.BETWEEN_DEFAULT if between else Step.OUTBOUND_DEFAULT)
+        return Ruling(Outcome.ALLOWED, step, egress=found, between=between)
+    step = Step.BETWEEN_DEFAULT if between else Step.OUTBOUND_DEFAULT
+    return Ruling(turned_away, step, between=between)
 
 
 def egress_matches(rule: Egress, packet: Packet) -> bool:

@@ -77,11 +77,15 @@ class Egress:
     ports: tuple[PortRange, ...] | None  # the destination port the packet carries; None: any
     via: str | None = None  # outbound: the host interface it leaves by; None: any
     log: bool = False  # log what this rule's containers send that is dropped
+    to_containers: bool = False  # between: destinations are container addresses
 
     def in_family(self, family: Family) -> Egress | None:
+        """Narrowed to one family; None where its own addresses (outbound) leave nothing
+        there. Container addresses may be none for now: the rule stays (matching nothing),
+        so a container coming or going changes set elements, not rules."""
         sources = _only(self.sources, family) or ()
         destinations = _only(self.destinations, family)
-        if not sources or destinations == ():
+        if destinations == () and not self.to_containers:
             return None
         return replace(self, sources=sources, destinations=destinations)
 
