@@ -23,7 +23,7 @@ from dockwall.backends.nftables import (
 from dockwall.compile import explain, policydiff
 from dockwall.compile.compiler import Compiled, compile_policy
 from dockwall.errors import BackendError, DockerError
-from dockwall.host import published_path, routes, snapshot
+from dockwall.host import bridge_filtering, published_path, routes, snapshot
 from dockwall.model.hoststate import HostState
 from dockwall.model.policy import Policy, load_policy
 from dockwall.model.values import Family, IPAddress, Proto
@@ -60,7 +60,7 @@ def backend(name: BackendName) -> Kernel[Any, Any, Any]:
     make = _MAKERS.get(name)
     if make is None:
         raise ValueError(_not_a_backend(name))
-    return Kernel(make())
+    return Kernel(make(), before_between=bridge_filtering.ensure)
 
 
 def choose_backend(
@@ -219,5 +219,6 @@ def remove(kernel: Kernel[Any, Any, Any], forget: bool = True) -> Change[Any]:
     if tx.pending:
         kernel.apply(tx)
     if forget:
+        bridge_filtering.restore()
         record.forget()
     return tx.change
