@@ -14,6 +14,7 @@ import click
 from dockwall import logfmt, record
 from dockwall.backends.base import Kernel
 from dockwall.cli import app, report
+from dockwall.compile import flows
 from dockwall.compile.exposure import exposure
 from dockwall.daemon import loop
 from dockwall.errors import DockerError, DockwallError, PolicyError, UnsafeValueError
@@ -243,21 +244,43 @@ def check(
 ) -> None:
     """Explain what happens to connections from SOURCE to DEST.
 
-    SOURCE is an address. DEST is a container name, a container address, or a host address
-    (then --port is the published port). The answer comes from the rules installed in the
-    kernel, compared with what the current policy compiles to.
+    SOURCE is an address, or a container (its name or address: then DEST is an outside
+    address, outbound, or a container, between). DEST is a container name, a container
+    address, or a host address (then --port is the published port). The answer is the
+    current policy's, and says whether and where the installed rules differ from it.
 
     \b
     Examples:
       dockwall check 198.51.100.99 www-nginx
       dockwall check 203.0.113.5 198.51.100.1 --port 443/tcp --via eth0
+      dockwall check app 203.0.113.7 --port 443
+      dockwall check web db --port 5432
     """
-    request = _check_request(source, dest, port, via)
     ctx = app.prepare(policy_path, docker_host)
+    container = flows.source_container(ctx.host, source)
+    if container is not None:  # traffic a container starts: outbound or between
+        ports = _one_port(port)
+        kernel = _kernel(backend, ctx, docker_host)
+        number = ports.first if ports else None
+        proto = ports.proto if ports else Proto.TCP
+        found = app.check_flows(ctx, kernel, container, dest, port=number, proto=proto)
+        click.echo((report.flows_json if as_json else report.flows_text)(found, source, dest))
+        return
+    request = _check_request(source, dest, port, via)
     kernel = _kernel(backend, ctx, docker_host)
     result = app.check(ctx, kernel, request, app.docker_firewall(docker_host))
     text = report.check_json if as_json else report.check_text
     click.echo(text(result, source, dest))
+
+
+def _one_port(port: str | None) -> PortRange | None:
+    try:
+        ports = PortRange.parse(port) if port else None
+    except (ValueError, UnsafeValueError) as exc:
+        raise click.BadParameter(str(exc)) from None
+    if ports is not None and ports.first != ports.last:
+        raise click.BadParameter("--port takes one port, not a range")
+    return ports
 
 
 def _check_request(source: str, dest: str, port: str | None, via: str | None) -> app.CheckRequest:

@@ -11,7 +11,8 @@ from typing import Any
 import click
 
 from dockwall.backends.base import DEFAULT_HITS, Change, Hits, Sync
-from dockwall.cli.app import CheckResult, PlanResult
+from dockwall.cli.app import CheckResult, FlowsResult, PlanResult
+from dockwall.compile import flows
 from dockwall.compile.compiler import quarantine_warning
 from dockwall.compile.explain import Verdict
 from dockwall.compile.exposure import ContainerExposure, PortExposure
@@ -278,6 +279,49 @@ def check_json(result: CheckResult, source: str, dest: str) -> str:
                 "policy_line": v.policy_line,
                 "kernel_rule": v.decision.rule,
                 "docker_next": v.docker_next,
+            }
+            for v in result.verdicts
+        ],
+    }
+    return json.dumps(doc, indent=2)
+
+
+def flows_text(result: FlowsResult, source: str, dest: str) -> str:
+    """check from a container: one line per connection it would open."""
+    out = [f"{printable(source)} -> {printable(dest)} ({sync_text(result.sync)})"]
+    for v in result.verdicts:
+        f = v.flow
+        at = f"[{f.destination}]" if f.destination.version == 6 else str(f.destination)
+        to = "" if f.target is None else f" ({printable(f.target.name)})"
+        where = f"out {f.out_interface}" if f.target is None else f"to bridge {f.out_interface}"
+        out.append(
+            f"  {f.port}/{f.proto} {f.direction.value} from {printable(f.source.name)} "
+            f"{f.source_address} to {at}{to}, {where}: {flows.text(v)}"
+        )
+    return "\n".join(out)
+
+
+def flows_json(result: FlowsResult, source: str, dest: str) -> str:
+    doc = {
+        "source": source,
+        "dest": dest,
+        "installed_matches_policy": result.in_sync,
+        "installed_differs": list(result.sync.differs),
+        "verdicts": [
+            {
+                "direction": v.flow.direction.value,
+                "container": v.flow.source.name,
+                "address": str(v.flow.source_address),
+                "destination": str(v.flow.destination),
+                "destination_container": None if v.flow.target is None else v.flow.target.name,
+                "proto": v.flow.proto.value,
+                "port": v.flow.port,
+                "out_interface": v.flow.out_interface,
+                "governed": v.governed,
+                "verdict": v.decision.outcome.value,
+                "rule": v.decision.policy_rule,
+                "policy_line": v.policy_line,
+                "kernel_rule": v.decision.rule,
             }
             for v in result.verdicts
         ],

@@ -1,0 +1,207 @@
+"""Outbound and between containers, with real packets, on every engine and both backends.
+
+The seed's host plus three containers: app (docker0), web and pg (dbnet, pg listening on
+5432 and 6000). Outside web servers on the WAN side (198.51.100.10 and 2001:db8:100::10,
+ports 8000 and 8001) and the LAN side (203.0.113.5, 2001:db8:200::5, port 8000). The policy
+keeps the seed's inbound rules and sets outbound and between to drop, with one rule for each
+that this test's oracle (ALLOWED) writes out by hand.
+
+In Docker's own network namespace bridged traffic is first put through the firewall's IP
+hooks by nobody (net.bridge.bridge-nf-call-iptables=0, as on a Docker 28 host where
+br_netfilter is not loaded): dockwall must turn it on for the between rules on one network
+to hold, and turn it off again on remove.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
+
+import pytest
+
+from dockwall_sandbox import ContainerInfo, Sandbox, SeededSandbox, Side
+from dockwall_sandbox.dockwall_cli import dockwall
+from dockwall_sandbox.matrix import cases, probe
+from dockwall_sandbox.topology import LAN_HOST1_4, LAN_HOST1_6, WAN_ADMIN1_4, WAN_ADMIN1_6
+
+pytestmark = pytest.mark.integration
+
+POLICY = """\
+version: 1
+defaults: {inbound: drop, outbound: drop, between: drop}
+groups:
+  admins: [198.51.100.10, 198.51.100.11, "2001:db8:100::10", "2001:db8:100::11"]
+  lan: [203.0.113.0/28, "2001:db8:200::/124"]
+rules:
+  - name: admins
+    from: admins
+    via: eth0
+  - name: lan
+    from: lan
+    via: eth1
+  - name: app-out
+    from: {container: app}
+    to: [198.51.100.10, "2001:db8:100::10"]
+    ports: [8000/tcp]
+  - name: web-pg
+    from: {container: web}
+    to: {container: pg}
+    ports: [5432/tcp]
+  - name: www-app
+    from: {container: www-nginx}
+    to: {container: app}
+    ports: [80/tcp]
+"""
+BRIDGE_KEYS = ("net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables")
+Address = IPv4Address | IPv6Address
+
+
+@dataclass(frozen=True)
+class Call:
+    """A connection a container opens: to an outside host, or to a container's address."""
+
+    source: str
+    destination: Address
+    port: int
+    to: str  # what destination is, for people: "outside", or the container's name
+
+    def __str__(self) -> str:
+        return f"{self.source} -> {self.to} {self.destination} port {self.port}"
+
+
+@pytest.fixture(scope="module")
+def directions(seeded_sandbox: SeededSandbox) -> Iterator[dict[str, ContainerInfo]]:
+    box = seeded_sandbox.sandbox
+    found = {
+        "app": box.start_container("app", [], listen=[80]),
+        "web": box.start_container("web", [], network="dbnet", listen=[80]),
+        "pg": box.start_container("pg", [], network="dbnet", listen=[5432, 6000]),
+        **{n: box.inspect(n) for n in ("www-nginx", "admin-app")},
+    }
+    for side, address, port in (
+        (Side.WAN, WAN_ADMIN1_4, 8000),
+        (Side.WAN, WAN_ADMIN1_6, 8000),
+        (Side.WAN, WAN_ADMIN1_4, 8001),
+        (Side.WAN, WAN_ADMIN1_6, 8001),
+        (Side.LAN, LAN_HOST1_4, 8000),
+        (Side.LAN, LAN_HOST1_6, 8000),
+    ):
+        box.start_outside_server(side, address, port)
+    yield found
+    dockwall(box, "remove")
+    for name in ("app", "web", "pg"):
+        box.remove_container(name)
+
+
+def calls(found: dict[str, ContainerInfo]) -> list[Call]:
+    """Every container to every outside server, and the pairs that matter between them."""
+    outside = [
+        (a, p)
+        for a, p in (
+            (WAN_ADMIN1_4, 8000),
+            (WAN_ADMIN1_6, 8000),
+            (WAN_ADMIN1_4, 8001),
+            (LAN_HOST1_4, 8000),
+            (LAN_HOST1_6, 8000),
+        )
+    ]
+    out = [Call(s, a, p, "outside") for s in ("app", "web", "admin-app") for a, p in outside]
+    pairs = [
+        ("web", "pg", 5432),  # the rule (dbnet)
+        ("web", "pg", 6000),  # not its port
+        ("app", "pg", 5432),  # not its container (and across networks)
+        ("www-nginx", "app", 80),  # the rule (docker0, the same bridge)
+        ("admin-app", "app", 80),  # not its container, the same bridge
+        ("app", "www-nginx", 80),  # the rule's reverse
+    ]
+    between = []
+    for src, dst, port in pairs:
+        info = found[dst]
+        for address in (info.ipv4, info.ipv6):
+            if address is not None:
+                between.append(Call(src, address, port, dst))
+    return out + between
+
+
+def allowed(call: Call) -> bool:
+    """The policy, by hand."""
+    if call.to == "outside":
+        return (
+            call.source == "app"
+            and call.destination in (WAN_ADMIN1_4, WAN_ADMIN1_6)
+            and call.port == 8000
+        )
+    return (call.source, call.to, call.port) in {("web", "pg", 5432), ("www-nginx", "app", 80)}
+
+
+def observe(box: Sandbox, found: list[Call]) -> dict[Call, bool]:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = pool.map(
+            lambda c: box.container_fetch(c.source, c.destination, c.port, timeout=2), found
+        )
+        return dict(zip(found, results, strict=True))
+
+
+def installed(box: Sandbox) -> str:
+    """Every rule of both firewalls, without counters."""
+    nft = box.run_in_host(["nft", "-s", "list", "ruleset"], as_dockwall=True).stdout
+    return box.firewall_dump() + nft
+
+
+def bridge_keys(box: Sandbox) -> list[str]:
+    done = box.run_in_host(["sysctl", "-n", *BRIDGE_KEYS], as_dockwall=True)
+    return done.stdout.split()
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+def test_outbound_and_between_hold_with_real_packets(
+    seeded_sandbox: SeededSandbox, directions: dict[str, ContainerInfo], tmp_path: Path,
+    backend: str,
+) -> None:  # fmt: skip
+    box = seeded_sandbox.sandbox
+    box.run_in_host(["sysctl", "-q", "-w", *(f"{k}=0" for k in BRIDGE_KEYS)], as_dockwall=True)
+    found = calls(directions)
+    before = observe(box, found)
+    # Plain Docker: every call out and every pair on one network connects; across networks
+    # Docker itself isolates.
+    assert all(before[c] for c in found if c.to == "outside"), before
+    assert before[next(c for c in found if (c.source, c.to) == ("admin-app", "app"))]
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    done = dockwall(box, "apply", "--backend", backend, policy=policy)
+    assert done.returncode == 0, done.stderr
+    try:
+        assert bridge_keys(box) == ["1", "1"]
+        observed = observe(box, found)
+        wrong = [
+            f"{c}: policy says {'open' if allowed(c) else 'closed'}, connection "
+            f"{'opened' if observed[c] else 'failed'}"
+            for c in found
+            if observed[c] != (allowed(c) and before[c])
+        ]
+        assert not wrong, "\n".join(wrong) + "\n" + box.firewall_dump()
+        assert any(observed.values()) and not all(observed.values())
+        # Inbound as before (replies to allowed connections flow under outbound: drop), and
+        # Docker's embedded DNS still answers container names.
+        inbound = [c for c in cases(seeded_sandbox.scenario) if c.path == "published"]
+        seen = probe(box, inbound)
+        admins = [c for c in inbound if str(c.source).endswith(("::10", ".10"))]
+        assert admins and all(seen[c] for c in admins), seen
+        assert box.container_resolves("web", "pg")
+        # A bad policy changes nothing.
+        rules = installed(box)
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(POLICY.replace("to: {container: pg}", "to: [{container: pg}, any]"))
+        refused = dockwall(box, "apply", "--backend", backend, policy=bad)
+        assert refused.returncode != 0 and "mixes containers and addresses" in refused.stderr
+        assert installed(box) == rules
+    finally:
+        removed = dockwall(box, "remove")
+    assert removed.returncode == 0, removed.stderr
+    assert bridge_keys(box) == ["0", "0"]  # turned off again: dockwall had turned them on
+    after = observe(box, found)
+    assert after == before, json.dumps({str(c): (before[c], after[c]) for c in found})
