@@ -79,3 +79,24 @@ def test_outbound_needs_a_port_and_an_address_of_the_family() -> None:
     with pytest.raises(DockwallError, match="no running container named"):
         flows.flows(host, web, "nope", 80, Proto.TCP, route=lambda a: "eth0")
     assert flows.source_container(host, "203.0.113.7") is None
+
+
+def test_status_lists_what_each_container_may_open() -> None:
+    from dockwall.cli import report
+    from dockwall.compile.exposure import egress
+
+    host = load_host(SCENARIO / "host.yaml")
+    ruleset = compile_policy(load_policy(SCENARIO / "policy.yaml"), host).ruleset
+    rows = report.egress_rows(egress(ruleset, host), host, {})
+    assert rows[1:] == [
+        ["admin-app", "nothing", "nothing"],
+        ["db", "nothing", "nothing"],
+        [
+            "www-nginx",
+            "web-api (203.0.113.0/24, 2001:db8:300::/48 on 443/tcp); "
+            "web-dns (198.51.100.53/32 via eth0 on 53/tcp, 53/udp)",
+            "web-db (db on 5432/tcp)",
+        ],
+    ]
+    inbound_only = compile_policy(load_policy(SCENARIO.parent / "seed" / "policy.yaml"), host)
+    assert egress(inbound_only.ruleset, host) == ()  # nothing to say: status as before

@@ -15,7 +15,7 @@ from dockwall import logfmt, record
 from dockwall.backends.base import Kernel
 from dockwall.cli import app, report
 from dockwall.compile import flows
-from dockwall.compile.exposure import exposure
+from dockwall.compile.exposure import egress, exposure
 from dockwall.daemon import loop
 from dockwall.errors import DockerError, DockwallError, PolicyError, UnsafeValueError
 from dockwall.model.policy import load_policy
@@ -182,12 +182,16 @@ def status(policy_path: Path, docker_host: str | None, as_json: bool, backend: s
     kernel = _kernel(backend, ctx, docker_host)
     header = _status_header(policy_path, ctx, kernel, docker_host)
     rows = exposure(ctx.compiled.ruleset, ctx.host)
+    out = egress(ctx.compiled.ruleset, ctx.host)
     hits = kernel.hits()
     if as_json:
-        click.echo(report.status_json(header, rows, hits))
+        click.echo(report.status_json(header, rows, hits, out))
         return
     click.echo(report.status_header(header))
     click.echo(report.table_text(report.status_rows(rows, hits)))
+    if out:
+        click.echo("\nWhat containers may open (outbound and between containers):")
+        click.echo(report.table_text(report.egress_rows(out, ctx.host, hits)))
     for line in report.quarantine_lines(ctx.host):
         click.echo(line)
     click.echo(report.default_line(hits))
