@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from dockwall.backends.nftables import lines, render
+from dockwall.cli import report
 from dockwall.compile import flows
 from dockwall.compile.compiler import compile_policy
+from dockwall.compile.exposure import egress
 from dockwall.errors import DockwallError
 from dockwall.model.policy import Direction, load_policy
 from dockwall.model.values import Proto
@@ -82,9 +84,6 @@ def test_outbound_needs_a_port_and_an_address_of_the_family() -> None:
 
 
 def test_status_lists_what_each_container_may_open() -> None:
-    from dockwall.cli import report
-    from dockwall.compile.exposure import egress
-
     host = load_host(SCENARIO / "host.yaml")
     ruleset = compile_policy(load_policy(SCENARIO / "policy.yaml"), host).ruleset
     rows = report.egress_rows(egress(ruleset, host), host, {})
