@@ -4,13 +4,14 @@ on the outbound-between scenario."""
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from dockwall.backends.nftables import lines, render
 from dockwall.cli import report
-from dockwall.compile import flows
+from dockwall.compile import flows, policydiff
 from dockwall.compile.compiler import compile_policy
 from dockwall.compile.exposure import egress
 from dockwall.errors import DockwallError
@@ -99,3 +100,21 @@ def test_status_lists_what_each_container_may_open() -> None:
     ]
     inbound_only = compile_policy(load_policy(SCENARIO.parent / "seed" / "policy.yaml"), host)
     assert egress(inbound_only.ruleset, host) == ()  # nothing to say: status as before
+
+
+def test_plan_says_what_changes_for_outbound_and_between_in_policy_terms() -> None:
+    host = load_host(SCENARIO / "host.yaml")
+    policy = load_policy(SCENARIO / "policy.yaml")
+    new = compile_policy(policy, host).ruleset
+    seed = compile_policy(load_policy(SCENARIO.parent / "seed" / "policy.yaml"), host).ruleset
+    said = policydiff.rule_changes(seed, new)
+    assert "outbound default: accept -> drop" in said
+    assert "between default: accept -> reject" in said
+    assert {"outbound rule web-api added", "between rule web-db added"} <= set(said)
+    gone = replace(host, containers=tuple(c for c in host.containers if c.name != "www-nginx"))
+    names = {"192.0.2.2": "www-nginx", "2001:db8:d0c::2": "www-nginx"}
+    said = policydiff.rule_changes(new, compile_policy(policy, gone).ruleset, names)
+    assert (
+        "outbound rule web-api updated (-www-nginx 192.0.2.2, -www-nginx 2001:db8:d0c::2)"
+    ) in said
+    assert "between rule web-db updated (-www-nginx 192.0.2.2, -www-nginx 2001:db8:d0c::2)" in said
