@@ -15,7 +15,8 @@ to hold, and turn it off again on remove.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
@@ -24,9 +25,15 @@ from pathlib import Path
 import pytest
 
 from dockwall_sandbox import ContainerInfo, Sandbox, SeededSandbox, Side
-from dockwall_sandbox.dockwall_cli import dockwall
+from dockwall_sandbox.dockwall_cli import RunningDaemon, dockwall
 from dockwall_sandbox.matrix import cases, probe
-from dockwall_sandbox.topology import LAN_HOST1_4, LAN_HOST1_6, WAN_ADMIN1_4, WAN_ADMIN1_6
+from dockwall_sandbox.topology import (
+    DBNET_V4,
+    LAN_HOST1_4,
+    LAN_HOST1_6,
+    WAN_ADMIN1_4,
+    WAN_ADMIN1_6,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -205,3 +212,57 @@ def test_outbound_and_between_hold_with_real_packets(
     assert bridge_keys(box) == ["0", "0"]  # turned off again: dockwall had turned them on
     after = observe(box, found)
     assert after == before, json.dumps({str(c): (before[c], after[c]) for c in found})
+
+
+REUSE_POLICY = """\
+version: 1
+defaults: {outbound: drop}
+rules:
+  - name: out-a
+    from: {container: out-a}
+    to: [198.51.100.10]
+    ports: [8000/tcp]
+"""
+
+
+def eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+def test_a_reused_address_never_inherits_an_outbound_allowance(
+    seeded_sandbox: SeededSandbox, directions: dict[str, ContainerInfo], tmp_path: Path,
+    backend: str,
+) -> None:  # fmt: skip
+    """Under `dockwall run`: out-a may call 198.51.100.10:8000; it goes, and out-b (no rule
+    names it) starts with its address: out-b calls out to nothing, once the daemon has seen
+    the events, and out-a, back at another address, calls out again."""
+    box = seeded_sandbox.sandbox
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(REUSE_POLICY)
+    dockwall(box, "remove")
+    daemon = RunningDaemon(box, policy, tmp_path / "dockwall.log", "--backend", backend)
+    address = DBNET_V4[60]
+    try:
+        assert daemon.wait_for("msg=running"), daemon.log()
+        box.start_container("out-a", [], network="dbnet", listen=[80], ip=address)
+        assert eventually(lambda: box.container_fetch("out-a", WAN_ADMIN1_4, 8000)), daemon.log()
+        box.docker("rm", "-f", "out-a")
+        box.start_container("out-b", [], network="dbnet", listen=[80], ip=address)
+        assert daemon.wait_for("container out-b"), daemon.log()
+        assert eventually(lambda: not box.container_fetch("out-b", WAN_ADMIN1_4, 8000))
+        time.sleep(1)
+        assert not box.container_fetch("out-b", WAN_ADMIN1_4, 8000), daemon.log()
+        box.start_container("out-a", [], network="dbnet", listen=[80])
+        assert eventually(lambda: box.container_fetch("out-a", WAN_ADMIN1_4, 8000)), daemon.log()
+        assert not box.container_fetch("out-b", WAN_ADMIN1_4, 8000)
+    finally:
+        daemon.stop()
+        dockwall(box, "remove")
+        for name in ("out-a", "out-b"):
+            box.docker("rm", "-f", name, check=False)
