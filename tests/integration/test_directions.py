@@ -15,6 +15,8 @@ to hold, and turn it off again on remove.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,10 +25,14 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from dockwall_sandbox import ContainerInfo, Sandbox, SeededSandbox, Side
 from dockwall_sandbox.dockwall_cli import RunningDaemon, dockwall
 from dockwall_sandbox.matrix import cases, probe
+from dockwall_sandbox.pythonpath import child_env
 from dockwall_sandbox.topology import (
     DBNET_V4,
     LAN_HOST1_4,
@@ -116,7 +122,12 @@ def calls(found: dict[str, ContainerInfo]) -> list[Call]:
             (LAN_HOST1_6, 8000),
         )
     ]
-    out = [Call(s, a, p, "outside") for s in ("app", "web", "admin-app") for a, p in outside]
+    out = [
+        Call(s, a, p, "outside")
+        for s in ("app", "web", "admin-app")
+        for a, p in outside
+        if a.version == 4 or found[s].ipv6 is not None
+    ]
     pairs = [
         ("web", "pg", 5432),  # the rule (dbnet)
         ("web", "pg", 6000),  # not its port
@@ -129,7 +140,7 @@ def calls(found: dict[str, ContainerInfo]) -> list[Call]:
     for src, dst, port in pairs:
         info = found[dst]
         for address in (info.ipv4, info.ipv6):
-            if address is not None:
+            if address is not None and (address.version == 4 or found[src].ipv6 is not None):
                 between.append(Call(src, address, port, dst))
     return out + between
 
@@ -266,3 +277,97 @@ def test_a_reused_address_never_inherits_an_outbound_allowance(
         dockwall(box, "remove")
         for name in ("out-a", "out-b"):
             box.docker("rm", "-f", name, check=False)
+
+
+EXAMPLES = int(os.environ.get("DOCKWALL_PROPERTY_EXAMPLES", "6")) // 2 or 1
+SELECTORS = [{"container": "app"}, {"container": "web"}, {"network": "dbnet"},
+             {"container": "*-app"}, [{"container": "pg"}, {"container": "www-nginx"}]]  # fmt: skip
+OUTSIDE = ["198.51.100.10", "2001:db8:100::10", "203.0.113.0/29", "any", "198.51.100.0/24"]
+PORTS = ["8000/tcp", "8001", "80", "5432/tcp", "6000", "5000-8000/tcp"]
+
+
+@st.composite
+def egress_policies(draw: st.DrawFn) -> str:
+    rules = []
+    for i in range(draw(st.integers(0, 3))):
+        between = draw(st.booleans())
+        rule: dict[str, object] = {"name": f"e{i}", "from": draw(st.sampled_from(SELECTORS))}
+        if between:
+            rule["to"] = draw(st.sampled_from([*SELECTORS, "*"]))
+        else:
+            rule["to"] = draw(st.lists(st.sampled_from(OUTSIDE), min_size=1, max_size=2))
+            via = draw(st.sampled_from([None, "eth0", "eth1"]))
+            if via:
+                rule["via"] = via
+        ports = draw(st.none() | st.lists(st.sampled_from(PORTS), min_size=1, max_size=2))
+        if ports:
+            rule["ports"] = ports
+        rules.append(rule)
+    defaults = {d: draw(st.sampled_from(["accept", "drop", "reject"])) for d in DIRECTIONS}
+    return yaml.safe_dump({"version": 1, "defaults": defaults, "rules": rules})
+
+
+DIRECTIONS = ("outbound", "between")
+FLOW_CHECKER = """
+import json, sys
+from pathlib import Path
+from dockwall.cli import app
+from dockwall.compile import flows
+from dockwall.model.packets import Outcome
+from dockwall.model.values import Proto
+
+policy, docker_host = Path(sys.argv[1]), sys.argv[2]
+ctx = app.prepare(policy, docker_host)
+kernel = app.backend(app.choose_backend(None, ctx.policy, docker_host))
+answers = []
+for source, dest, port in json.load(sys.stdin):
+    container = flows.source_container(ctx.host, source)
+    found = app.check_flows(ctx, kernel, container, dest, port=port, proto=Proto.TCP)
+    answers.append([v.decision.outcome is Outcome.ALLOWED for v in found.verdicts]
+                   + ([] if found.in_sync else ["out of sync"]))
+print(json.dumps(answers))
+"""
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(policy_text=egress_policies())
+@example(policy_text=POLICY)
+def test_check_from_containers_agrees_with_real_connections(
+    seeded_sandbox: SeededSandbox, directions: dict[str, ContainerInfo], tmp_path: Path,
+    policy_text: str,
+) -> None:  # fmt: skip
+    box = seeded_sandbox.sandbox
+    found = calls(directions)
+    path = tmp_path / "policy.yaml"
+    path.write_text(policy_text)
+    dockwall(box, "remove")
+    before = observe(box, found)
+    done = dockwall(box, "apply", policy=path)
+    assert done.returncode == 0, done.stderr + policy_text
+    try:
+        observed = observe(box, found)
+        asked = [[c.source, str(c.destination), c.port] for c in found]
+        checked = box.run_in_host(
+            [sys.executable, "-c", FLOW_CHECKER, str(path), box.docker_host],
+            input=json.dumps(asked),
+            env=child_env(),
+            timeout=120,
+            as_dockwall=True,
+        )
+        answers = json.loads(checked.stdout)
+        wrong = []
+        for call, verdicts in zip(found, answers, strict=True):
+            assert len(verdicts) == 1, (call, verdicts)  # one connection, the rules in sync
+            expected = verdicts[0] is True and before[call]  # and Docker lets it through
+            if expected != observed[call]:
+                said = "open" if expected else "closed"
+                wrong.append(f"{call}: check says {said}, connection {observed[call]}")
+        assert not wrong, policy_text + "\n".join(wrong)
+    finally:
+        dockwall(box, "remove")
