@@ -124,14 +124,7 @@ def from_containers(ruleset: Ruleset, sets: dict[str, NftSet]) -> list[Chain]:
         rules = [r for e in ruleset.outbound for r in egress_rules(e, sets)]
         chains.append(Chain(OUTBOUND, (*rules, Rule(("counter", _verdict(outbound))))))
     if between is not None:
-        quarantined = []
-        for family in FAMILIES:
-            nets = _addresses(n for n in ruleset.quarantine if Family.of(n) is family)
-            if nets:
-                found = _add(sets, f"quarantine{_DIGIT[family]}", _ADDR[family], nets)
-                quarantined.append(
-                    Rule((f"{_IP[family]} daddr @{found}", "counter", _verdict(between)))
-                )
+        quarantined = _quarantined_addresses(ruleset, sets, between)
         rules = [r for e in ruleset.between for r in egress_rules(e, sets)]
         ending = Rule(("counter", _verdict(between)))
         chains.append(Chain(BETWEEN, (*quarantined, *rules, ending)))
@@ -272,17 +265,23 @@ def _replies() -> list[Rule]:
 def _quarantine(ruleset: Ruleset, sets: dict[str, NftSet]) -> list[Rule]:
     """Quarantined addresses (sets quarantine4/6) and bridges get the default before any
     allow, whatever interface the traffic leaves on; an unsafe bridge name is never written."""
+    rules = _quarantined_addresses(ruleset, sets, ruleset.default)
+    if ruleset.quarantine_bridges:
+        names = _names([checked_ifname(b) for b in ruleset.quarantine_bridges])
+        rules.append(Rule((f"oifname {names}", "counter", _verdict(ruleset.default))))
+    return rules
+
+
+def _quarantined_addresses(
+    ruleset: Ruleset, sets: dict[str, NftSet], verdict: Verdict
+) -> list[Rule]:
+    """Traffic to a quarantined address (sets quarantine4/6) gets verdict."""
     rules = []
     for family in FAMILIES:
         nets = _addresses(n for n in ruleset.quarantine if Family.of(n) is family)
         if nets:
             found = _add(sets, f"quarantine{_DIGIT[family]}", _ADDR[family], nets)
-            rules.append(
-                Rule((f"{_IP[family]} daddr @{found}", "counter", _verdict(ruleset.default)))
-            )
-    if ruleset.quarantine_bridges:
-        names = _names([checked_ifname(b) for b in ruleset.quarantine_bridges])
-        rules.append(Rule((f"oifname {names}", "counter", _verdict(ruleset.default))))
+            rules.append(Rule((f"{_IP[family]} daddr @{found}", "counter", _verdict(verdict))))
     return rules
 
 
