@@ -165,9 +165,10 @@ def observe(box: Sandbox, found: list[Call]) -> dict[Call, bool]:
 
 
 def installed(box: Sandbox) -> str:
-    """Every rule of both firewalls, without counters."""
+    """Every rule of both firewalls, without counters or iptables-save's timestamps."""
     nft = box.run_in_host(["nft", "-s", "list", "ruleset"], as_dockwall=True).stdout
-    return box.firewall_dump() + nft
+    saved = [ln for ln in box.firewall_dump().splitlines() if not ln.startswith("#")]
+    return "\n".join(saved) + nft
 
 
 def bridge_keys(box: Sandbox) -> list[str]:
