@@ -104,10 +104,23 @@ def directions(seeded_sandbox: SeededSandbox) -> Iterator[dict[str, ContainerInf
         (Side.LAN, LAN_HOST1_6, 8000),
     ):
         box.start_outside_server(side, address, port)
+    dockwall(box, "remove")
     yield found
     dockwall(box, "remove")
     for name in ("app", "web", "pg"):
         box.remove_container(name)
+
+
+@pytest.fixture(scope="module")
+def plain(seeded_sandbox: SeededSandbox, directions: dict[str, ContainerInfo]) -> dict[Call, bool]:
+    """What plain Docker lets through, before any dockwall rule: every call out and every
+    pair on one network connects; across networks Docker itself isolates."""
+    box = seeded_sandbox.sandbox
+    found = calls(directions)
+    before = observe(box, found)
+    assert all(before[c] for c in found if c.to == "outside"), before
+    assert before[next(c for c in found if (c.source, c.to) == ("admin-app", "app"))]
+    return before
 
 
 def calls(found: dict[str, ContainerInfo]) -> list[Call]:
@@ -157,7 +170,7 @@ def allowed(call: Call) -> bool:
 
 
 def observe(box: Sandbox, found: list[Call]) -> dict[Call, bool]:
-    with ThreadPoolExecutor(max_workers=8) as pool:
+    with ThreadPoolExecutor(max_workers=16) as pool:
         results = pool.map(
             lambda c: box.container_fetch(c.source, c.destination, c.port, timeout=2), found
         )
@@ -178,17 +191,12 @@ def bridge_keys(box: Sandbox) -> list[str]:
 
 @pytest.mark.parametrize("backend", ["iptables", "nftables"])
 def test_outbound_and_between_hold_with_real_packets(
-    seeded_sandbox: SeededSandbox, directions: dict[str, ContainerInfo], tmp_path: Path,
-    backend: str,
+    seeded_sandbox: SeededSandbox, directions: dict[str, ContainerInfo],
+    plain: dict[Call, bool], tmp_path: Path, backend: str,
 ) -> None:  # fmt: skip
     box = seeded_sandbox.sandbox
     box.run_in_host(["sysctl", "-q", "-w", *(f"{k}=0" for k in BRIDGE_KEYS)], as_dockwall=True)
-    found = calls(directions)
-    before = observe(box, found)
-    # Plain Docker: every call out and every pair on one network connects; across networks
-    # Docker itself isolates.
-    assert all(before[c] for c in found if c.to == "outside"), before
-    assert before[next(c for c in found if (c.source, c.to) == ("admin-app", "app"))]
+    found, before = calls(directions), plain
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
     done = dockwall(box, "apply", "--backend", backend, policy=policy)
@@ -340,15 +348,13 @@ print(json.dumps(answers))
 @given(policy_text=egress_policies())
 @example(policy_text=POLICY)
 def test_check_from_containers_agrees_with_real_connections(
-    seeded_sandbox: SeededSandbox, directions: dict[str, ContainerInfo], tmp_path: Path,
-    policy_text: str,
+    seeded_sandbox: SeededSandbox, directions: dict[str, ContainerInfo],
+    plain: dict[Call, bool], tmp_path: Path, policy_text: str,
 ) -> None:  # fmt: skip
     box = seeded_sandbox.sandbox
-    found = calls(directions)
+    found, before = calls(directions), plain
     path = tmp_path / "policy.yaml"
     path.write_text(policy_text)
-    dockwall(box, "remove")
-    before = observe(box, found)
     done = dockwall(box, "apply", policy=path)
     assert done.returncode == 0, done.stderr + policy_text
     try:
