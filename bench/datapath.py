@@ -2,7 +2,14 @@
 
     python3 bench/datapath.py [--engine 28] [--rounds 9] [--seconds 3] [--bulk-seconds 6]
                               [--connections 64] [--quiet 0.03] [--retries 3] [--no-pin]
-                              [--nftables]
+                              [--nftables] [--outbound]
+
+--outbound measures the other direction: a container calling out under `outbound: drop`,
+allowed by one rule to 10,000 IPv6 destinations, the server's address 2001:db8:100::10 10th
+from last (the same list). The server runs in the WAN namespace, the clients (wrk and the
+bulk client, host binaries) in the container's network namespace (nsenter), so each SYN
+crosses the Docker host's FORWARD from the container's bridge. Ways: none, dockwall iptables
+(the destinations in an ipset), dockwall nftables (a set); the seed's way has no outbound.
 
 In a sandboxed Docker host, one container publishes 8080 -> 80. The policy allows 10,000
 IPv6 sources to it; the test source 2001:db8:100::10 is 10th from last both as listed and in
@@ -47,6 +54,7 @@ import os
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -108,6 +116,23 @@ def policy_text() -> str:
     return (
         "version: 1\ngroups:\n  many: [" + listed + "]\nrules:\n"
         "  - {name: many, from: many, via: eth0, to: {container: web}, ports: [8080]}\n"
+    )
+
+
+OUT_CLIENT = "client"  # the container that calls out (--outbound)
+OUT_PORT = 8080  # datapath_server in the WAN namespace (--outbound)
+
+
+def outbound_policy_text() -> str:
+    """The same 10,000 addresses as destinations of one outbound rule for the client."""
+    below = [f"2001:db8:1:{n:x}::1" for n in range(1, 9_991)]
+    above = [f"2001:db8:ffff:{n:x}::1" for n in range(1, 10)]
+    members = [*below, SOURCE, *above]
+    listed = ", ".join(f'"{m}"' for m in members)
+    return (
+        "version: 1\ndefaults: {outbound: drop}\ngroups:\n  many: [" + listed + "]\nrules:\n"
+        f"  - {{name: many, from: {{container: {OUT_CLIENT}}}, to: many, "
+        f"ports: [{OUT_PORT}/tcp]}}\n"
     )
 
 
@@ -173,6 +198,8 @@ class Bench:
     results: dict[str, Figures]
     linear_position: str = "?"
     connections_made: int = 0
+    client_pid: int = 0  # --outbound: the calling container's process (its netns)
+    client_address: str = ""
 
     @property
     def pin(self) -> bool:
@@ -198,6 +225,42 @@ class Bench:
                 raise SystemExit("datapath_server in the container does not answer")
             time.sleep(0.2)
 
+    def prepare_outbound(self, server: Path) -> None:
+        """Container `client` (its netns entered by pid); datapath_server in WAN on 8080."""
+        box = self.box
+        info = box.start_container(OUT_CLIENT, [], listen=[HTTPD_PORT])
+        if info.ipv6 is None:
+            raise SystemExit("the client container has no IPv6 address")
+        self.client_address = str(info.ipv6)
+        pid = box.docker("inspect", "-f", "{{.State.Pid}}", OUT_CLIENT).stdout.strip()
+        self.client_pid = int(pid)
+        cpu = [str(SERVER_CPU)] if self.pin else []
+        argv = [str(server), str(OUT_PORT), str(ENDLESS), *cpu]
+        wan = box.outside_ns(Side.WAN)
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", wan, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        box.dirs.record_helper(proc.pid)
+        deadline = time.monotonic() + 15
+        while run(self.in_client(["true"]), timeout=10, check=False).returncode != 0 or (
+            not self.reaches_server()
+        ):
+            if time.monotonic() > deadline:
+                raise SystemExit("datapath_server in WAN does not answer the container")
+            time.sleep(0.2)
+
+    def in_client(self, argv: list[str]) -> list[str]:
+        """argv in the client container's network namespace."""
+        return ["nsenter", "-t", str(self.client_pid), "-n", *argv]
+
+    def reaches_server(self) -> bool:
+        argv = self.in_client([str(self.client), self.client_address, SOURCE, str(OUT_PORT),
+                               "0", "0.2"])  # fmt: skip
+        return run(argv, timeout=30, check=False).returncode == 0
+
     def set_way(self, way: str) -> None:
         box = self.box
         dockwall(box, "remove")
@@ -220,8 +283,15 @@ class Bench:
         seconds = self.args.seconds
         wrk = ["wrk", "-t1", f"-c{self.args.connections}", f"-d{seconds:g}s"]
         wrk += ["--timeout", "5s", "-H", "Connection: close", "-s", str(self.script)]
-        wrk += [f"http://[{TARGET}]:{PORT}/"]
-        done = self.box.run_in_outside(Side.WAN, self.pinned(wrk, CLIENT_CPU), timeout=seconds + 60)
+        if self.args.outbound:
+            wrk += [f"http://[{SOURCE}]:{OUT_PORT}/"]
+            argv = self.in_client(self.pinned(wrk, CLIENT_CPU))
+            done = run(argv, timeout=seconds + 60)
+        else:
+            wrk += [f"http://[{TARGET}]:{PORT}/"]
+            done = self.box.run_in_outside(
+                Side.WAN, self.pinned(wrk, CLIENT_CPU), timeout=seconds + 60
+            )
         result: dict[str, int] = json.loads(done.stdout.strip().splitlines()[-1])
         errors = {k: v for k, v in result.items() if k not in ("requests", "us") and v}
         if result["requests"] == 0 or errors:
@@ -232,9 +302,14 @@ class Bench:
     def bulk(self) -> float:
         """Bytes per second through one connection, after the first second."""
         seconds = self.args.bulk_seconds
-        argv = [str(self.client), SOURCE, TARGET, str(PORT), f"{WARMUP:g}", f"{seconds:g}"]
-        argv += [str(CLIENT_CPU)] if self.pin else []
-        done = self.box.run_in_outside(Side.WAN, argv, timeout=seconds + WARMUP + 30)
+        if self.args.outbound:
+            argv = [str(self.client), self.client_address, SOURCE, str(OUT_PORT)]
+            argv += [f"{WARMUP:g}", f"{seconds:g}", *([str(CLIENT_CPU)] if self.pin else [])]
+            done = run(self.in_client(argv), timeout=seconds + WARMUP + 30)
+        else:
+            argv = [str(self.client), SOURCE, TARGET, str(PORT), f"{WARMUP:g}", f"{seconds:g}"]
+            argv += [str(CLIENT_CPU)] if self.pin else []
+            done = self.box.run_in_outside(Side.WAN, argv, timeout=seconds + WARMUP + 30)
         moved = json.loads(done.stdout)
         return float(moved["bytes"]) / float(moved["seconds"])
 
@@ -370,8 +445,13 @@ def report(bench: Bench, took: float) -> None:
     args, results = bench.args, bench.results
     base = results[NONE]
     pinning = "client CPU 0, server CPU 1" if bench.pin else "not pinned"
+    what = (
+        "outbound: 10,000 allowlisted IPv6 destinations, the server 10th from last"
+        if args.outbound
+        else "10,000 allowlisted IPv6 sources, test source 10th from last"
+    )
     print(
-        f"10,000 allowlisted IPv6 sources, test source 10th from last; Docker {args.engine}; "
+        f"{what}; Docker {args.engine}; "
         f"{args.rounds} interleaved rounds of {args.seconds:g} s (conn), "
         f"{args.bulk_seconds:g} s (bulk); "
         f"wrk -t1 -c{args.connections}; {pinning}"
@@ -409,9 +489,12 @@ def main() -> None:
     parser.add_argument("--retries", type=int, default=3)
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--nftables", action="store_true")
+    parser.add_argument("--outbound", action="store_true", help="a container calling out")
     args = parser.parse_args()
     check_tools()
     ways = [NONE, IPSET, LINEAR] + ([NFT] if args.nftables else [])
+    if args.outbound:
+        ways = [NONE, IPSET, NFT]
     cleanup_leftovers()
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as name:
@@ -420,11 +503,14 @@ def main() -> None:
         script = folder / "report.lua"
         script.write_text(WRK_REPORT)
         policy = folder / "policy.yaml"
-        policy.write_text(policy_text())
+        policy.write_text(outbound_policy_text() if args.outbound else policy_text())
         with Sandbox(args.engine) as box:
             results = {way: Figures() for way in ways}
             bench = Bench(box, args, client, script, policy, results)
-            bench.prepare(server)
+            if args.outbound:
+                bench.prepare_outbound(server)
+            else:
+                bench.prepare(server)
             bench.warm_up()
             for number in range(args.rounds):
                 print(f"round {number + 1}/{args.rounds}", file=sys.stderr, flush=True)

@@ -63,7 +63,7 @@ class Sandbox:
         self.spaces = netns.Namespaces(self.run_id)
         self.dockerd_pid: int | None = None
         self._listen: dict[str, tuple[int, ...]] = {}
-        self._egress_started = False
+        self._outside_servers: set[tuple[Side, str, int]] = set()
         self._started = False
 
     # -- life cycle ---------------------------------------------------------
@@ -401,30 +401,43 @@ class Sandbox:
     # -- traffic from containers -------------------------------------------
 
     def _start_egress_server(self) -> None:
-        if self._egress_started:
+        for address in (EGRESS_SERVER4, EGRESS_SERVER6):
+            self.start_outside_server(Side.WAN, address, EGRESS_PORT)
+
+    def start_outside_server(self, side: Side, address: Address, port: int) -> None:
+        """busybox httpd on an outside host (``address`` in the ``side`` namespace) for
+        containers to call; once per address and port."""
+        key = (side, str(ip_address(address)), port)
+        if key in self._outside_servers:
             return
         www = self.dirs.run / "egress-www"
         www.mkdir(exist_ok=True)
         (www / "index.html").write_bytes(INDEX_HTML)
-        wan = self.outside_ns(Side.WAN)
-        for bind in (f"{EGRESS_SERVER4}:{EGRESS_PORT}", f"[{EGRESS_SERVER6}]:{EGRESS_PORT}"):
-            proc = subprocess.Popen(
-                netns.exec_argv(wan, ["/bin/busybox", "httpd", "-f", "-p", bind, "-h", str(www)]),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            self.dirs.record_helper(proc.pid)
-        self._egress_started = True
-        cases: list[ProbeCase] = [
-            (None, EGRESS_SERVER4, EGRESS_PORT),
-            (None, EGRESS_SERVER6, EGRESS_PORT),
-        ]
+        where = self.outside_ns(side)
+        target = ip_address(address)
+        bind = f"{target}:{port}" if target.version == 4 else f"[{target}]:{port}"
+        proc = subprocess.Popen(
+            netns.exec_argv(where, ["/bin/busybox", "httpd", "-f", "-p", bind, "-h", str(www)]),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.dirs.record_helper(proc.pid)
+        self._outside_servers.add(key)
+        cases: list[ProbeCase] = [(None, target, port)]
         deadline = time.monotonic() + 10
-        while not all(self._probe_ns(wan, cases, timeout=1.0)):
+        while not all(self._probe_ns(where, cases, timeout=1.0)):
             if time.monotonic() > deadline:
-                raise SandboxError("egress web server in WAN did not come up")
+                raise SandboxError(f"web server at {bind} in {side} did not come up")
             time.sleep(0.1)
+
+    def container_resolves(self, container: str, name: str) -> bool:
+        """True if ``name`` resolves inside ``container`` (busybox nslookup: Docker's embedded
+        DNS at 127.0.0.11 on user-defined networks)."""
+        done = self.docker(
+            "exec", container, "timeout", "5", "nslookup", name, check=False, timeout=30
+        )
+        return done.returncode == 0
 
     def start_host_service(self, port: int, in_dockerd_cgroup: bool = False) -> None:
         """busybox httpd in the HOST namespace itself on ``port`` (IPv4 and IPv6): a host

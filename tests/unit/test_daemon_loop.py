@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -20,8 +20,8 @@ from dockwall.daemon.triggers import Kind, Trigger
 from dockwall.errors import BackendError, DockerError
 from dockwall.model.hoststate import Container, Endpoint, HostState, Network
 from dockwall.model.policy import parse_policy
-from dockwall.model.ruleset import Ruleset
-from dockwall.model.values import Family
+from dockwall.model.ruleset import Allow, Ruleset
+from dockwall.model.values import Family, Verdict
 
 POLICY = b"""version: 1
 default: drop
@@ -311,3 +311,33 @@ def test_while_docker_is_away_drift_is_repaired_without_asking_docker(
     made._snapshot = lambda fresh: host("192.0.2.9")  # type: ignore[method-assign]
     made.reconcile([Trigger(Kind.DOCKER_UP, "event stream connected")], read_kernel=True)
     assert made.host is not None and "web:192.0.2.9/32" in fake.held  # back, and followed
+
+
+def test_a_ruleset_governing_between_asks_for_bridge_filtering_first() -> None:
+    """Kernel.before_between runs before such a ruleset is written, and not for others or a
+    removal; if it refuses, nothing is written."""
+    asked: list[str] = []
+
+    def refuse() -> None:
+        asked.append("refused")
+        raise BackendError("no br_netfilter; nothing was changed")
+
+    fake = FakeBackend()
+    kernel = Kernel(fake, before_between=lambda: asked.append("ensured"))
+    plain = Ruleset(("docker0",), (), (), Verdict.DROP)
+    kernel.apply(kernel.plan(plain))
+    assert asked == []
+    between = replace(plain, between_default=Verdict.DROP, allows=host_allows())
+    kernel.apply(kernel.plan(between))
+    assert asked == ["ensured"]
+    kernel.apply(kernel.plan_remove())
+    assert asked == ["ensured"]
+    kernel.before_between = refuse
+    writes = len(fake.writes)
+    with pytest.raises(BackendError):
+        kernel.apply(kernel.plan(between))
+    assert asked[-1] == "refused" and len(fake.writes) == writes
+
+
+def host_allows() -> tuple[Allow, ...]:
+    return (Allow("web", 1, ("any",), None, None, (ipaddress.ip_network("192.0.2.2"),), None),)

@@ -16,7 +16,7 @@ from dockwall.backends.iptables import lines as ipt_lines
 from dockwall.backends.iptables import render as ipt_render
 from dockwall.compile.decide import Ruling, Step, decide
 from dockwall.model.packets import Decision, Outcome, Packet, Route
-from dockwall.model.ruleset import Allow, Listener, Ruleset
+from dockwall.model.ruleset import Allow, Egress, Listener, Ruleset
 from dockwall.model.values import Family, IPAddress, IPNetwork, PortRange, Proto, Verdict
 from tests.oracles import iptables_walk as ipt_evaluate
 
@@ -82,8 +82,26 @@ def allows(draw: st.DrawFn, n: int) -> Allow:
 
 
 @st.composite
+def egresses(draw: st.DrawFn, n: int, between: bool) -> Egress:
+    """Outbound rules (to outside addresses, maybe many: a set) or between rules (to
+    container addresses), as the compiler makes them."""
+    return Egress(
+        rule=f"{'b' if between else 'o'}{n}",
+        line=100 + n,
+        source_names=("x",),
+        sources=draw(subset(CONTAINERS)),
+        destinations=draw(st.none() | subset(CONTAINERS if between else SOURCES[:6])),
+        ports=draw(st.none() | PORT_RANGES),
+        via=None if between else draw(st.sampled_from([None, None, "eth0", "eth1"])),
+        to_containers=between,
+    )
+
+
+@st.composite
 def rulesets(draw: st.DrawFn) -> Ruleset:
     count = draw(st.integers(0, 5))
+    outbound = draw(st.integers(0, 3))
+    between = draw(st.integers(0, 3))
     return Ruleset(
         bridges=draw(st.sampled_from(BRIDGES)),
         bridge_prefixes=tuple(draw(st.lists(st.sampled_from(["br-", "br-n"]), unique=True))),
@@ -94,11 +112,20 @@ def rulesets(draw: st.DrawFn) -> Ruleset:
         quarantine_bridges=draw(st.sampled_from([(), (), ("br-q",), ("br-q", "docker0")])),
         listeners=tuple(draw(st.lists(st.sampled_from(LISTENERS), min_size=4, unique=True))),
         quarantine_listeners=tuple(draw(st.lists(st.sampled_from(LISTENERS), unique=True))),
+        outbound=tuple(draw(egresses(n, False)) for n in range(outbound)),
+        outbound_default=draw(st.none() | st.sampled_from(Verdict)),
+        between=tuple(draw(egresses(n, True)) for n in range(between)),
+        between_default=draw(st.none() | st.sampled_from(Verdict)),
     )
 
 
+CONTAINER_SOURCES = ["192.0.2.1", "192.0.2.2", "192.0.2.3", "2001:db8:d0c::1", "2001:db8:d0c::2"]
+FROM_BRIDGES = ["docker0", "br-abc", "br-q", "br-new"]
+OUT_OF_CONTAINERS = ["eth0", "eth0", "eth1", "docker0", "br-abc", "br-new", "br-q"]
+
+
 @st.composite
-def packets(draw: st.DrawFn) -> Packet:
+def outside_packets(draw: st.DrawFn) -> Packet:
     source: IPAddress = ip(draw(st.sampled_from(PACKET_SOURCES)))
     route = draw(st.sampled_from(Route))
     out = "" if route is Route.PROXY else draw(st.sampled_from(OUT))
@@ -111,6 +138,26 @@ def packets(draw: st.DrawFn) -> Packet:
         draw(st.sampled_from(PORTS if route is Route.FORWARD else [80, 8080, 8050])),
         route,
     )
+
+
+@st.composite
+def container_packets(draw: st.DrawFn) -> Packet:
+    """In on a bridge: a container (mostly) calling out, or another container."""
+    source: IPAddress = ip(draw(st.sampled_from(CONTAINER_SOURCES + PACKET_SOURCES[:2])))
+    family = Family.of(source)
+    outside = [a for a in PACKET_SOURCES if Family.of(ip(a)) is family]
+    return Packet(
+        source,
+        ip(draw(st.sampled_from(DESTINATIONS[Route.FORWARD, family] + outside))),
+        draw(st.sampled_from(FROM_BRIDGES)),
+        draw(st.sampled_from(OUT_OF_CONTAINERS)),
+        draw(st.sampled_from(Proto)),
+        draw(st.sampled_from(PORTS)),
+    )
+
+
+def packets() -> st.SearchStrategy[Packet]:
+    return outside_packets() | container_packets()
 
 
 def walked(ruleset: Ruleset, packet: Packet) -> tuple[Decision, dict[str, list[str]]]:
@@ -147,7 +194,11 @@ def test_the_iptables_rendering_walks_to_the_core_decision(
             # Dropped in the destination's class chain, right after its rule's LOG line.
             assert walk.chain.startswith(f"{ipt_render.PREFIX}-C"), (packet, walk)
             assert f'--log-prefix "{logged_as(ruling)}"' in " ".join(chains[walk.chain])
-        elif ruling.outcome in (Outcome.DROPPED, Outcome.REJECTED):
+        elif ruling.step in (Step.OUTBOUND_DEFAULT, Step.BETWEEN_DEFAULT):
+            assert walk.chain in (ipt_render.OUTBOUND, ipt_render.BETWEEN), (packet, walk)
+        elif ruling.outcome in (Outcome.DROPPED, Outcome.REJECTED) and walk.chain != (
+            ipt_render.BETWEEN  # (a quarantined container, to one of its own network)
+        ):
             assert walk.chain == ipt_render.DEFAULT, (packet, ruling, walk)
 
 

@@ -14,6 +14,7 @@ apply and diffs against that: `Kernel` below does exactly that, and nothing else
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -152,6 +153,10 @@ class Kernel(Generic[D, S, W]):
     backend: Backend[D, S, W]
     rendered: D | None = None
     trusted: S | None = None
+    # called before a planned ruleset that governs traffic between containers is applied
+    # (host.bridge_filtering.ensure: bridged traffic must reach the IP hooks); None: never
+    before_between: Callable[[], object] | None = None
+    _between: bool = False  # the last plan's ruleset governs traffic between containers
 
     @property
     def name(self) -> str:
@@ -161,6 +166,7 @@ class Kernel(Generic[D, S, W]):
         """fresh=False trusts what the last apply left, where there was one."""
         desired = self.backend.render(ruleset, self.rendered)
         self.rendered = desired
+        self._between = ruleset.between_default is not None
         installed = self.trusted if not fresh and self.trusted is not None else None
         tx = self.backend.diff(desired, self.backend.read() if installed is None else installed)
         if not tx.pending:
@@ -168,11 +174,14 @@ class Kernel(Generic[D, S, W]):
         return tx
 
     def apply(self, tx: Transaction[S, W]) -> None:
+        if self._between and self.before_between is not None:
+            self.before_between()  # (raises BackendError if it can't: nothing written)
         self.trusted = None
         self.backend.apply(tx)
         self.trusted = tx.after
 
     def plan_remove(self) -> Transaction[S, W]:
+        self._between = False
         return self.backend.removal(self.backend.read())
 
     def distrust_deltas(self) -> bool:

@@ -20,11 +20,11 @@ from dockwall.backends.nftables import (
     docker_firewall_backend,
     docker_uses_nftables,
 )
-from dockwall.compile import explain, policydiff
+from dockwall.compile import explain, flows, policydiff
 from dockwall.compile.compiler import Compiled, compile_policy
 from dockwall.errors import BackendError, DockerError
-from dockwall.host import published_path, routes, snapshot
-from dockwall.model.hoststate import HostState
+from dockwall.host import bridge_filtering, published_path, routes, snapshot
+from dockwall.model.hoststate import Container, HostState
 from dockwall.model.policy import Policy, load_policy
 from dockwall.model.values import Family, IPAddress, Proto
 
@@ -60,7 +60,7 @@ def backend(name: BackendName) -> Kernel[Any, Any, Any]:
     make = _MAKERS.get(name)
     if make is None:
         raise ValueError(_not_a_backend(name))
-    return Kernel(make())
+    return Kernel(make(), before_between=bridge_filtering.ensure)
 
 
 def choose_backend(
@@ -205,6 +205,34 @@ def check(
 
 
 @dataclass(frozen=True)
+class FlowsResult:
+    """check from a container: its connections out of the host or to another container."""
+
+    verdicts: list[flows.FlowVerdict]
+    sync: Sync
+    backend: str
+
+    @property
+    def in_sync(self) -> bool:
+        return self.sync.in_sync
+
+
+def check_flows(
+    ctx: Context,
+    kernel: Kernel[Any, Any, Any],
+    source: Container,
+    dest: str,
+    *,
+    port: int | None,
+    proto: Proto,
+) -> FlowsResult:
+    """Explain what happens to the connections container source opens to dest."""
+    found = flows.flows(ctx.host, source, dest, port, proto, route=routes.interface_towards)
+    decisions, sync = kernel.decide(ctx.compiled.ruleset, [f.packet() for f in found])
+    return FlowsResult(flows.verdicts(found, decisions, ctx.policy), sync, kernel.name)
+
+
+@dataclass(frozen=True)
 class CheckRequest:
     source: IPAddress
     dest: str
@@ -219,5 +247,6 @@ def remove(kernel: Kernel[Any, Any, Any], forget: bool = True) -> Change[Any]:
     if tx.pending:
         kernel.apply(tx)
     if forget:
+        bridge_filtering.restore()
         record.forget()
     return tx.change

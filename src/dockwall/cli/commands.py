@@ -14,7 +14,8 @@ import click
 from dockwall import logfmt, record
 from dockwall.backends.base import Kernel
 from dockwall.cli import app, report
-from dockwall.compile.exposure import exposure
+from dockwall.compile import flows
+from dockwall.compile.exposure import egress, exposure
 from dockwall.daemon import loop
 from dockwall.errors import DockerError, DockwallError, PolicyError, UnsafeValueError
 from dockwall.model.policy import load_policy
@@ -181,12 +182,16 @@ def status(policy_path: Path, docker_host: str | None, as_json: bool, backend: s
     kernel = _kernel(backend, ctx, docker_host)
     header = _status_header(policy_path, ctx, kernel, docker_host)
     rows = exposure(ctx.compiled.ruleset, ctx.host)
+    out = egress(ctx.compiled.ruleset, ctx.host)
     hits = kernel.hits()
     if as_json:
-        click.echo(report.status_json(header, rows, hits))
+        click.echo(report.status_json(header, rows, hits, out))
         return
     click.echo(report.status_header(header))
     click.echo(report.table_text(report.status_rows(rows, hits)))
+    if out:
+        click.echo("\nWhat containers may open (outbound and between containers):")
+        click.echo(report.table_text(report.egress_rows(out, ctx.host, hits)))
     for line in report.quarantine_lines(ctx.host):
         click.echo(line)
     click.echo(report.default_line(hits))
@@ -243,21 +248,43 @@ def check(
 ) -> None:
     """Explain what happens to connections from SOURCE to DEST.
 
-    SOURCE is an address. DEST is a container name, a container address, or a host address
-    (then --port is the published port). The answer comes from the rules installed in the
-    kernel, compared with what the current policy compiles to.
+    SOURCE is an address, or a container (its name or address: then DEST is an outside
+    address, outbound, or a container, between). DEST is a container name, a container
+    address, or a host address (then --port is the published port). The answer is the
+    current policy's, and says whether and where the installed rules differ from it.
 
     \b
     Examples:
       dockwall check 198.51.100.99 www-nginx
       dockwall check 203.0.113.5 198.51.100.1 --port 443/tcp --via eth0
+      dockwall check app 203.0.113.7 --port 443
+      dockwall check web db --port 5432
     """
-    request = _check_request(source, dest, port, via)
     ctx = app.prepare(policy_path, docker_host)
+    container = flows.source_container(ctx.host, source)
+    if container is not None:  # traffic a container starts: outbound or between
+        ports = _one_port(port)
+        kernel = _kernel(backend, ctx, docker_host)
+        number = ports.first if ports else None
+        proto = ports.proto if ports else Proto.TCP
+        found = app.check_flows(ctx, kernel, container, dest, port=number, proto=proto)
+        click.echo((report.flows_json if as_json else report.flows_text)(found, source, dest))
+        return
+    request = _check_request(source, dest, port, via)
     kernel = _kernel(backend, ctx, docker_host)
     result = app.check(ctx, kernel, request, app.docker_firewall(docker_host))
     text = report.check_json if as_json else report.check_text
     click.echo(text(result, source, dest))
+
+
+def _one_port(port: str | None) -> PortRange | None:
+    try:
+        ports = PortRange.parse(port) if port else None
+    except (ValueError, UnsafeValueError) as exc:
+        raise click.BadParameter(str(exc)) from None
+    if ports is not None and ports.first != ports.last:
+        raise click.BadParameter("--port takes one port, not a range")
+    return ports
 
 
 def _check_request(source: str, dest: str, port: str | None, via: str | None) -> app.CheckRequest:

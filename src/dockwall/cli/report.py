@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import click
 
 from dockwall.backends.base import DEFAULT_HITS, Change, Hits, Sync
-from dockwall.cli.app import CheckResult, PlanResult
+from dockwall.cli.app import CheckResult, FlowsResult, PlanResult
+from dockwall.compile import flows
 from dockwall.compile.compiler import quarantine_warning
 from dockwall.compile.explain import Verdict
-from dockwall.compile.exposure import ContainerExposure, PortExposure
+from dockwall.compile.exposure import ContainerEgress, ContainerExposure, PortExposure
 from dockwall.host import proxy_sockets
-from dockwall.model.hoststate import HostState, Quarantined
+from dockwall.model.hoststate import Container, HostState, Quarantined
 from dockwall.model.packets import Outcome, Route
-from dockwall.model.ruleset import Allow
-from dockwall.model.values import Family, ProxyCgroup
+from dockwall.model.ruleset import Allow, Egress
+from dockwall.model.values import Family, IPNetwork, ProxyCgroup
 
 
 def change_text(change: Change[Any], verbose: bool = False) -> str:
@@ -110,6 +112,87 @@ def _paths_text(port: PortExposure) -> str:
     return ", ".join(f"v{4 if f is Family.V4 else 6} {short[r]}" for f, r in port.paths) or "-"
 
 
+SHOWN_DESTINATIONS = 3  # a rule's destinations named in status, at most
+
+
+def egress_rows(
+    rows: tuple[ContainerEgress, ...], host: HostState, hits: dict[str, Hits]
+) -> list[list[str]]:
+    """What each container may open, where outbound or between is governed."""
+    names = {net: c.name for c in host.containers for net in _host_nets(c)}
+    table = [["CONTAINER", "MAY CALL OUT TO", "MAY REACH CONTAINERS"]]
+    for row in rows:
+        out = _egress_cell(row.outbound, hits, _outside)
+        between = _egress_cell(row.between, hits, lambda e: _containers(e, names))
+        table.append([printable(row.container.name), out, between])
+    return table
+
+
+def _egress_cell(
+    rules: tuple[Egress, ...] | None, hits: dict[str, Hits], where: Callable[[Egress], str]
+) -> str:
+    if rules is None:
+        return "anything (not governed)"
+    if not rules:
+        return "nothing"
+    shown = []
+    for e in rules:
+        ports = "every port" if e.ports is None else ", ".join(str(p) for p in e.ports)
+        hit = hits.get(e.rule)
+        counted = f" [{hit.packets} pkts, {_size(hit.bytes)}]" if hit else ""
+        shown.append(f"{e.rule} ({where(e)} on {ports}){counted}")
+    return "; ".join(shown)
+
+
+def _outside(rule: Egress) -> str:
+    via = f" via {rule.via}" if rule.via else ""
+    if rule.destinations is None:
+        return "anywhere" + via
+    return _first(str(d) for d in rule.destinations) + via
+
+
+def _containers(rule: Egress, names: Mapping[IPNetwork, str]) -> str:
+    if rule.destinations is None:
+        return "every container"
+    found = dict.fromkeys(printable(names.get(d, str(d))) for d in rule.destinations)
+    return _first(found) if found else "no container now"
+
+
+def _first(items: Iterable[str]) -> str:
+    listed = list(items)
+    more = len(listed) - SHOWN_DESTINATIONS
+    return ", ".join(listed[:SHOWN_DESTINATIONS]) + (f" and {more} more" if more > 0 else "")
+
+
+def _host_nets(container: Container) -> list[IPNetwork]:
+    return [
+        ipaddress.ip_network(a)
+        for ep in container.endpoints
+        for a in (ep.ipv4, ep.ipv6)
+        if a is not None
+    ]
+
+
+def egress_json(rows: tuple[ContainerEgress, ...]) -> list[dict[str, Any]]:
+    def rules(found: tuple[Egress, ...] | None) -> list[dict[str, Any]] | None:
+        if found is None:
+            return None
+        return [
+            {
+                "name": e.rule,
+                "to": None if e.destinations is None else [str(d) for d in e.destinations],
+                "ports": None if e.ports is None else [str(p) for p in e.ports],
+                "via": e.via,
+            }
+            for e in found
+        ]
+
+    return [
+        {"name": r.container.name, "outbound": rules(r.outbound), "between": rules(r.between)}
+        for r in rows
+    ]
+
+
 def _with_hits(allow: Allow, hits: dict[str, Hits]) -> str:
     hit = hits.get(allow.rule)
     return allow.who() + (f" [{hit.packets} pkts, {_size(hit.bytes)}]" if hit else "")
@@ -160,7 +243,10 @@ def default_line(hits: dict[str, Hits]) -> str:
 
 
 def status_json(
-    header: StatusHeader, rows: tuple[ContainerExposure, ...], hits: dict[str, Hits]
+    header: StatusHeader,
+    rows: tuple[ContainerExposure, ...],
+    hits: dict[str, Hits],
+    egress: tuple[ContainerEgress, ...] = (),
 ) -> str:
     containers = [
         {
@@ -200,6 +286,8 @@ def status_json(
         "default_dropped_packets": default.packets,
         "default_dropped_bytes": default.bytes,
     }
+    if egress:  # (only where outbound or between is governed)
+        doc["from_containers"] = egress_json(egress)
     return json.dumps(doc, indent=2)
 
 
@@ -278,6 +366,49 @@ def check_json(result: CheckResult, source: str, dest: str) -> str:
                 "policy_line": v.policy_line,
                 "kernel_rule": v.decision.rule,
                 "docker_next": v.docker_next,
+            }
+            for v in result.verdicts
+        ],
+    }
+    return json.dumps(doc, indent=2)
+
+
+def flows_text(result: FlowsResult, source: str, dest: str) -> str:
+    """check from a container: one line per connection it would open."""
+    out = [f"{printable(source)} -> {printable(dest)} ({sync_text(result.sync)})"]
+    for v in result.verdicts:
+        f = v.flow
+        at = f"[{f.destination}]" if f.destination.version == 6 else str(f.destination)
+        to = "" if f.target is None else f" ({printable(f.target.name)})"
+        where = f"out {f.out_interface}" if f.target is None else f"to bridge {f.out_interface}"
+        out.append(
+            f"  {f.port}/{f.proto} {f.direction.value} from {printable(f.source.name)} "
+            f"{f.source_address} to {at}{to}, {where}: {flows.text(v)}"
+        )
+    return "\n".join(out)
+
+
+def flows_json(result: FlowsResult, source: str, dest: str) -> str:
+    doc = {
+        "source": source,
+        "dest": dest,
+        "installed_matches_policy": result.in_sync,
+        "installed_differs": list(result.sync.differs),
+        "verdicts": [
+            {
+                "direction": v.flow.direction.value,
+                "container": v.flow.source.name,
+                "address": str(v.flow.source_address),
+                "destination": str(v.flow.destination),
+                "destination_container": None if v.flow.target is None else v.flow.target.name,
+                "proto": v.flow.proto.value,
+                "port": v.flow.port,
+                "out_interface": v.flow.out_interface,
+                "governed": v.governed,
+                "verdict": v.decision.outcome.value,
+                "rule": v.decision.policy_rule,
+                "policy_line": v.policy_line,
+                "kernel_rule": v.decision.rule,
             }
             for v in result.verdicts
         ],

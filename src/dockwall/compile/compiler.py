@@ -9,8 +9,8 @@ from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 
 from dockwall.model.hoststate import Container, HostState, PublishedPort, Quarantined
-from dockwall.model.policy import Policy, Rule, Selector
-from dockwall.model.ruleset import Allow, Listener, Ruleset
+from dockwall.model.policy import Direction, Policy, Rule, Selector
+from dockwall.model.ruleset import Allow, Egress, Listener, Ruleset
 from dockwall.model.values import IPNetwork, PortRange, ProxyCgroup
 
 DEFAULT_BRIDGE_PREFIXES = ("br-",)  # Docker's names for user-defined bridges made later
@@ -28,9 +28,14 @@ class Compiled:
 def compile_policy(policy: Policy, host: HostState) -> Compiled:
     warnings: list[str] = []
     bridged = frozenset(n.name for n in host.bridge_networks)
-    allows = []
+    allows, outbound, between = [], [], []
     for rule in policy.rules:
-        allows.append(_allow(rule, host, bridged, warnings))
+        if rule.direction is Direction.INBOUND:
+            allows.append(_allow(rule, host, bridged, warnings))
+        elif rule.direction is Direction.OUTBOUND:
+            outbound.append(_egress(rule, host, bridged, warnings, rule.remote))
+        else:
+            between.append(_egress(rule, host, bridged, warnings, _to(rule, host, bridged)))
         if rule.via is not None and rule.via not in host.interfaces:
             warnings.append(f"rule {rule.name!r}: via {rule.via!r} names no interface on this host")
     bridges = tuple(
@@ -52,6 +57,10 @@ def compile_policy(policy: Policy, host: HostState) -> Compiled:
         listening(host.containers),
         quarantined_listeners(host),
         host.proxy_cgroup,
+        tuple(outbound),
+        policy.outbound,
+        tuple(between),
+        policy.between,
     )
     return Compiled(ruleset, tuple(warnings))
 
@@ -132,6 +141,47 @@ def _allow(rule: Rule, host: HostState, bridged: frozenset[str], warnings: list[
         rule.log,
         listeners,
     )
+
+
+def _egress(
+    rule: Rule,
+    host: HostState,
+    bridged: frozenset[str],
+    warnings: list[str],
+    destinations: tuple[IPNetwork, ...] | None,
+) -> Egress:
+    """An outbound (destinations: the rule's addresses) or between (the addresses of the
+    containers its to selects) rule, from the addresses of the containers its from selects."""
+    origins = tuple(c for c in host.containers if any(selects(s, c) for s in rule.origins))
+    if not origins:
+        warnings.append(f"rule {rule.name!r}: from matches no running container now")
+    ports = None if rule.ports is None else tuple(sorted(set(rule.ports)))
+    sources = _addresses(origins, bridged)
+    return Egress(
+        rule.name,
+        rule.line,
+        rule.source_names,
+        sources,
+        destinations,
+        ports,
+        rule.via,
+        rule.log,
+        rule.direction is Direction.BETWEEN,
+    )
+
+
+def _to(rule: Rule, host: HostState, bridged: frozenset[str]) -> tuple[IPNetwork, ...] | None:
+    """A between rule's destinations: the addresses of the containers its to selects (None
+    for '*', every container)."""
+    if rule.targets is None:
+        return None
+    return _addresses(matching_containers(rule, host), bridged)
+
+
+def _addresses(containers: tuple[Container, ...], bridged: frozenset[str]) -> tuple[IPNetwork, ...]:
+    """The containers' addresses on bridge networks, in order."""
+    found = {a for c in containers for a in c.addresses(bridged)}
+    return tuple(_host_net(a) for a in sorted(found, key=_order))
 
 
 def listening(containers: tuple[Container, ...]) -> tuple[Listener, ...]:

@@ -7,7 +7,10 @@ walker over the iptables rendering (tests/oracles/iptables_walk.py) is held to i
 property test over random Rulesets and packets.
 
 The forward path (FORWARD, after Docker's DNAT), in this order:
-    from a bridge (traffic containers start): allowed, not judged
+    from a bridge (traffic containers start): out on another bridge or the same (between
+    containers), else outbound; a direction with no default (accept) is not judged
+    (allowed); else, between, to a quarantined address: that default; the first rule of the
+    direction whose containers, destinations and ports match: allowed; else its default
     to a quarantined address, then out on a quarantined bridge: the default
     not out on a bridge: not governed
     the first allow that matches (see ruleset.in_order): allowed
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from dockwall.model.packets import Outcome, Packet, Route
-from dockwall.model.ruleset import Allow, Listener, Ruleset, in_order
+from dockwall.model.ruleset import Allow, Egress, Listener, Ruleset, in_order
 from dockwall.model.values import Family, IPAddress, Proto, Verdict
 
 
@@ -42,6 +45,10 @@ class Step(StrEnum):
     NOT_LISTENED = "not to a published host port"  # the proxy path: not governed
     ALLOW = "allowed by a rule"
     DEFAULT = "the default verdict"  # no allow matched
+    OUTBOUND_ALLOW = "allowed out by a rule"  # from a container to outside the host
+    OUTBOUND_DEFAULT = "the outbound default"  # no outbound rule matched
+    BETWEEN_ALLOW = "allowed between containers by a rule"
+    BETWEEN_DEFAULT = "the between default"  # no between rule matched
 
 
 @dataclass(frozen=True)
@@ -54,9 +61,13 @@ class Ruling:
     # DEFAULT on the forward path: the first allow (policy order) that logs and names the
     # destination; the drop is logged under its name, not as the default's.
     logged_by: Allow | None = None
+    egress: Egress | None = None  # OUTBOUND_ALLOW, BETWEEN_ALLOW: the rule that matched
+    between: bool = False  # from a container out on a bridge (to a container)
 
     @property
     def policy_rule(self) -> str | None:
+        if self.egress is not None:
+            return self.egress.rule
         return None if self.allow is None else self.allow.rule
 
 
@@ -69,7 +80,7 @@ def decide(ruleset: Ruleset, packet: Packet) -> Ruling:
 
 def _forward(ruleset: Ruleset, packet: Packet) -> Ruling:
     if is_bridge(ruleset, packet.in_interface):
-        return Ruling(Outcome.ALLOWED, Step.FROM_BRIDGE)
+        return _from_container(ruleset, packet)
     turned_away = default_outcome(ruleset)
     if any(packet.destination in net for net in ruleset.quarantine):
         return Ruling(turned_away, Step.QUARANTINED_ADDRESS)
@@ -83,6 +94,39 @@ def _forward(ruleset: Ruleset, packet: Packet) -> Ruling:
         return Ruling(Outcome.ALLOWED, Step.ALLOW, allow)
     logger = next((a for a in allows if a.log and a.destinations and _to(a, packet)), None)
     return Ruling(turned_away, Step.DEFAULT, logged_by=logger)
+
+
+def _from_container(ruleset: Ruleset, packet: Packet) -> Ruling:
+    """Traffic a container starts: between containers where it leaves on a bridge, else
+    outbound; judged only where that direction has a default."""
+    between = is_bridge(ruleset, packet.out_interface)
+    default = ruleset.between_default if between else ruleset.outbound_default
+    if default is None:
+        return Ruling(Outcome.ALLOWED, Step.FROM_BRIDGE, between=between)
+    turned_away = outcome_of(default)
+    if between and any(packet.destination in net for net in ruleset.quarantine):
+        return Ruling(turned_away, Step.QUARANTINED_ADDRESS, between=True)
+    narrowed = ruleset.in_family(Family.of(packet.source))
+    rules = narrowed.between if between else narrowed.outbound
+    found = next((e for e in rules if egress_matches(e, packet)), None)
+    if found is not None:
+        step = Step.BETWEEN_ALLOW if between else Step.OUTBOUND_ALLOW
+        return Ruling(Outcome.ALLOWED, step, egress=found, between=between)
+    step = Step.BETWEEN_DEFAULT if between else Step.OUTBOUND_DEFAULT
+    return Ruling(turned_away, step, between=between)
+
+
+def egress_matches(rule: Egress, packet: Packet) -> bool:
+    """From one of the rule's containers, to one of its destinations (any where None), on one
+    of its ports (the port dialed), leaving by its interface (outbound)."""
+    return (
+        any(packet.source in net for net in rule.sources)
+        and (rule.destinations is None or any(packet.destination in n for n in rule.destinations))
+        and (rule.ports is None or any(
+            r.proto is packet.proto and packet.dialed_port in r for r in rule.ports
+        ))
+        and (rule.via is None or rule.via == packet.out_interface)
+    )  # fmt: skip
 
 
 def _proxy(ruleset: Ruleset, packet: Packet) -> Ruling:
@@ -102,7 +146,11 @@ def _proxy(ruleset: Ruleset, packet: Packet) -> Ruling:
 
 
 def default_outcome(ruleset: Ruleset) -> Outcome:
-    return Outcome.DROPPED if ruleset.default is Verdict.DROP else Outcome.REJECTED
+    return outcome_of(ruleset.default)
+
+
+def outcome_of(verdict: Verdict) -> Outcome:
+    return Outcome.DROPPED if verdict is Verdict.DROP else Outcome.REJECTED
 
 
 def is_bridge(ruleset: Ruleset, name: str) -> bool:

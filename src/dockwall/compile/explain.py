@@ -72,12 +72,12 @@ def _order(target: Target) -> tuple[str, int]:
 
 
 def check_source(host: HostState, source: IPAddress) -> None:
-    """Traffic that containers start is never governed: say so rather than explain it."""
+    """This explains connections from outside; one a container opens is flows.py's."""
     owner = _owner(host, source)
     if owner is not None:
         raise NotGoverned(
-            f"{source} is container {owner.name}: traffic containers start "
-            "(egress, container to container, replies) is left to Docker"
+            f"{source} is container {owner.name}: connections it opens are outbound or "
+            "between containers (compile/flows.py, `dockwall check CONTAINER DEST`)"
         )
 
 

@@ -8,7 +8,7 @@ from dockwall.compile.compiler import on_quarantined_network
 from dockwall.compile.decide import admits_port, selects
 from dockwall.model.hoststate import Container, HostState, PublishedPort
 from dockwall.model.packets import Route
-from dockwall.model.ruleset import Allow, Ruleset
+from dockwall.model.ruleset import Allow, Egress, Ruleset
 from dockwall.model.values import Family, IPAddress
 
 
@@ -68,3 +68,35 @@ def _covers(allow: Allow, addresses: tuple[IPAddress, ...], port: PublishedPort)
 
 def _port_order(port: PublishedPort) -> tuple[int, str, str]:
     return (port.host_port, port.proto.value, str(port.host_ip or ""))
+
+
+@dataclass(frozen=True)
+class ContainerEgress:
+    """What a container may open, per direction: the rules that let it (none: only what
+    they allow is let through, nothing here means nothing); None where the direction has
+    no default (not governed: Docker's rules alone decide)."""
+
+    container: Container
+    outbound: tuple[Egress, ...] | None
+    between: tuple[Egress, ...] | None
+
+
+def egress(ruleset: Ruleset, host: HostState) -> tuple[ContainerEgress, ...]:
+    """Per running container, the outbound and between rules whose containers include it:
+    the same test (its address among the rule's sources) decide.py judges packets by."""
+    if ruleset.outbound_default is None and ruleset.between_default is None:
+        return ()
+    bridged = frozenset(n.name for n in host.bridge_networks)
+    result = []
+    for container in sorted((c for c in host.containers if c.running), key=lambda c: c.name):
+        addresses = container.addresses(bridged)
+
+        def mine(
+            rules: tuple[Egress, ...], addresses: tuple[IPAddress, ...] = addresses
+        ) -> tuple[Egress, ...]:
+            return tuple(e for e in rules if any(a in n for a in addresses for n in e.sources))
+
+        outbound = None if ruleset.outbound_default is None else mine(ruleset.outbound)
+        between = None if ruleset.between_default is None else mine(ruleset.between)
+        result.append(ContainerEgress(container, outbound, between))
+    return tuple(result)

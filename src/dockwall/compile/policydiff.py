@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dockwall.compile.exposure import exposure
 from dockwall.model.hoststate import HostState
 from dockwall.model.ruleset import Allow, Ruleset
+from dockwall.model.values import IPNetwork, Verdict
 
 Names = Mapping[str, str]  # address -> container name
 
@@ -28,7 +29,44 @@ def rule_changes(old: Ruleset | None, new: Ruleset, names: Names | None = None) 
     said += [f"rule {n} removed" for n in before.keys() - {a.rule for a in new.allows}]
     if (old.bridges, old.default, old.log_default) != (new.bridges, new.default, new.log_default):
         said.append("bridges, default or logging changed")
+    for direction in ("outbound", "between"):
+        said += _egress_changes(direction, old, new, names)
     return said
+
+
+def _egress_changes(direction: str, old: Ruleset, new: Ruleset, names: Names) -> list[str]:
+    """'outbound default: accept -> drop', 'outbound rule app-out: +app 192.0.2.5', ..."""
+    said = []
+    was, now = getattr(old, f"{direction}_default"), getattr(new, f"{direction}_default")
+    if was != now:
+        said.append(f"{direction} default: {_verdict(was)} -> {_verdict(now)}")
+    before = {e.rule: e for e in getattr(old, direction)}
+    after = {e.rule: e for e in getattr(new, direction)}
+    for name, rule in after.items():
+        previous = before.get(name)
+        if previous is None:
+            said.append(f"{direction} rule {name} added")
+        elif previous != rule:
+            parts = _moved("", previous.sources, rule.sources, names)
+            if previous.destinations != rule.destinations:
+                parts += _moved("to ", previous.destinations or (), rule.destinations or (), names)
+            if (previous.ports, previous.via) != (rule.ports, rule.via):
+                parts.append("ports or via changed")
+            said.append(f"{direction} rule {name} updated ({', '.join(parts)})")
+    said += [f"{direction} rule {n} removed" for n in sorted(before.keys() - after.keys())]
+    return said
+
+
+def _moved(
+    label: str, old: tuple[IPNetwork, ...], new: tuple[IPNetwork, ...], names: Names
+) -> list[str]:
+    return [f"{label}+{_named(d.network_address, names)}" for d in new if d not in old] + [
+        f"{label}-{_named(d.network_address, names)}" for d in old if d not in new
+    ]
+
+
+def _verdict(verdict: Verdict | None) -> str:
+    return "accept" if verdict is None else verdict.value
 
 
 def reach_changes(old: Ruleset, new: Ruleset, host: HostState) -> list[str]:

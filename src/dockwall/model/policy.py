@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dockwall.errors import PolicyError, Problem, UnsafeValueError
 from dockwall.model import yamlsource
@@ -55,28 +65,52 @@ class Selector:
         return ",".join(parts)
 
 
+class Direction(StrEnum):
+    """Which traffic a rule is about, said by what its from and to name."""
+
+    INBOUND = "inbound"  # from addresses (outside) to containers
+    OUTBOUND = "outbound"  # from containers to addresses outside the host
+    BETWEEN = "between"  # from containers to containers
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str
-    sources: tuple[IPNetwork, ...] | None  # None: any source
-    source_names: tuple[str, ...]  # as written: group names, addresses, "any"
-    via: str | None  # host interface the traffic must arrive on
-    targets: tuple[Selector, ...] | None  # None: every container, also later ones
-    ports: tuple[PortRange, ...] | None  # None: every port Docker publishes
+    sources: tuple[IPNetwork, ...] | None  # inbound: None for any source
+    source_names: tuple[str, ...]  # as written: group names, addresses, "any"; or selectors
+    via: str | None  # host interface the traffic arrives on (inbound) or leaves by (outbound)
+    targets: tuple[Selector, ...] | None  # inbound, between: None for every container
+    ports: tuple[PortRange, ...] | None  # None: every port (inbound: every published one)
     line: int  # where the rule starts in the policy file
-    log: bool = False  # log drops of traffic to this rule's containers
+    log: bool = False  # log drops of traffic this rule's containers would get (or send)
+    direction: Direction = Direction.INBOUND
+    origins: tuple[Selector, ...] = ()  # outbound, between: the containers it is from
+    remote: tuple[IPNetwork, ...] | None = None  # outbound: where to; None for anywhere
+    remote_names: tuple[str, ...] = ()  # outbound, as written
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What happens to traffic no rule allows, per direction. None (accept): dockwall does
+    not govern that direction, Docker's own rules decide."""
+
+    inbound: Verdict = Verdict.DROP
+    outbound: Verdict | None = None
+    between: Verdict | None = None
 
 
 @dataclass(frozen=True)
 class Policy:
     filename: str
     digest: str  # sha256 of the file's bytes
-    default: Verdict
+    default: Verdict  # inbound's (defaults.inbound)
     groups: Mapping[str, tuple[IPNetwork, ...]]
     rules: tuple[Rule, ...]
     log: bool = False  # log every default drop
     log_rate: LogRate = DEFAULT_LOG_RATE
     backend: str = "auto"  # auto | iptables | nftables; the command line may override it
+    outbound: Verdict | None = None  # defaults.outbound; None: accept (not governed)
+    between: Verdict | None = None  # defaults.between; None: accept (not governed)
 
 
 # ---- the file's schema -----------------------------------------------------------------------
@@ -118,6 +152,17 @@ class SelectorDoc(_Doc):
         return Selector(self.container, label, self.network, compose)
 
 
+def _entry_kind(value: Any) -> str:
+    return "selector" if isinstance(value, dict | SelectorDoc) else "address"
+
+
+# An entry of from or to: a selector (a mapping) or an address, group, "any" or "*".
+Entry = Annotated[
+    Annotated[SelectorDoc, Tag("selector")] | Annotated[str, Tag("address")],
+    Discriminator(_entry_kind),
+]
+
+
 class LogDoc(_Doc):
     rate: str = "5/second"
     burst: int = 10
@@ -126,9 +171,11 @@ class LogDoc(_Doc):
 class RuleDoc(_Doc):
     name: str
     log: bool = False
-    from_: list[str] = Field(alias="from", min_length=1)
+    # addresses, groups and "any" (traffic from outside), or selectors (from containers)
+    from_: list[Entry] = Field(alias="from", min_length=1)
     via: str | None = None
-    to: list[SelectorDoc] | None = None
+    # selectors or "*" (to containers), or addresses, groups and "any" (outside the host)
+    to: list[Entry] | None = None
     ports: tuple[PortRange, ...] | None = None
 
     @field_validator("name")
@@ -139,7 +186,7 @@ class RuleDoc(_Doc):
     @field_validator("from_", mode="before")
     @classmethod
     def _from(cls, value: Any) -> Any:
-        return [str(v) if not isinstance(v, str) else v for v in _as_list(value)]
+        return [v if isinstance(v, str | dict) else str(v) for v in _as_list(value)]
 
     @field_validator("via")
     @classmethod
@@ -149,7 +196,7 @@ class RuleDoc(_Doc):
     @field_validator("to", mode="before")
     @classmethod
     def _to(cls, value: Any) -> Any:
-        return None if value == "*" else _as_list(value)
+        return [v if isinstance(v, str | dict) else str(v) for v in _as_list(value)]
 
     @field_validator("ports", mode="before")
     @classmethod
@@ -165,9 +212,19 @@ class RuleDoc(_Doc):
 MAX_RULES = 10_000  # far above any real policy; a bound on work and on the problems listed
 
 
+Openness = Literal["accept", "drop", "reject"]
+
+
+class DefaultsDoc(_Doc):
+    inbound: Verdict | None = None
+    outbound: Openness = "accept"
+    between: Openness = "accept"
+
+
 class PolicyDoc(_Doc):
     version: Literal[1]
-    default: Verdict = Verdict.DROP
+    default: Verdict | None = None  # shorthand for defaults.inbound
+    defaults: DefaultsDoc = Field(default_factory=DefaultsDoc)
     log: bool | LogDoc = False
     backend: Literal["auto", "iptables", "nftables"] = "auto"
     groups: dict[str, list[str]] = Field(default_factory=dict)
@@ -230,7 +287,30 @@ def parse_policy(raw: bytes, filename: str) -> Policy:
         raise PolicyError([Problem(located.where(("log",)), f"log: {exc}")]) from None
     digest = hashlib.sha256(raw).hexdigest()
     log = doc.log is not False
-    return Policy(filename, digest, doc.default, groups, tuple(rules), log, rate, doc.backend)
+    inbound, outbound, between = _defaults(doc, located)
+    return Policy(
+        filename, digest, inbound, groups, tuple(rules), log, rate, doc.backend, outbound, between
+    )
+
+
+def _defaults(
+    doc: PolicyDoc, located: yamlsource.Located
+) -> tuple[Verdict, Verdict | None, Verdict | None]:
+    """inbound (default: or defaults.inbound, not both), outbound, between (None: accept)."""
+    if doc.default is not None and doc.defaults.inbound is not None:
+        where = located.where(("defaults", "inbound"))
+        raise PolicyError([Problem(where, TWO_INBOUND_DEFAULTS)])
+    inbound = doc.default or doc.defaults.inbound or Verdict.DROP
+
+    def verdict(value: str) -> Verdict | None:
+        return None if value == "accept" else Verdict(value)
+
+    return inbound, verdict(doc.defaults.outbound), verdict(doc.defaults.between)
+
+
+TWO_INBOUND_DEFAULTS = (
+    "defaults.inbound: the inbound default is given twice (default: is its shorthand): keep one"
+)
 
 
 def _resolve_groups(
@@ -263,35 +343,129 @@ def _resolve_rule(
     groups: Mapping[str, tuple[IPNetwork, ...]],
     located: yamlsource.Located,
 ) -> tuple[Rule, list[Problem]]:
-    sources: list[IPNetwork] | None = []
+    """A rule's direction is what its from and to name: from addresses to containers
+    (inbound), from containers to addresses (outbound), from containers to containers
+    (between). Anything else is a located error."""
+    at = _At(located, index, doc.name, groups)
+    line = located.lines.get(("rules", index), 0)
+    addresses = tuple(v for v in doc.from_ if isinstance(v, str))
+    rule = Rule(doc.name, None, addresses, doc.via, None, doc.ports, line, doc.log)
+    origins = tuple(v.resolve() for v in doc.from_ if isinstance(v, SelectorDoc))
+    to = _To.of(doc.to)
+    mixed = (MIXED_FROM, "from") if origins and addresses else to.mixed()
+    if mixed is not None:
+        return rule, [at.problem(*mixed)]
+    if not origins:
+        return _inbound(rule, doc, to, at)
+    return _from_containers(rule, doc, origins, to, at)
+
+
+@dataclass(frozen=True)
+class _At:
+    """Where a rule is, for its problems, and the groups its addresses may name."""
+
+    located: yamlsource.Located
+    index: int
+    name: str
+    groups: Mapping[str, tuple[IPNetwork, ...]]
+
+    def problem(self, what: str, *path: str | int) -> Problem:
+        where = self.located.where(("rules", self.index, *path))
+        return Problem(where, f"rule {self.name!r}: {what}")
+
+
+@dataclass(frozen=True)
+class _To:
+    """A rule's to, sorted: omitted (None), containers, '*', addresses."""
+
+    given: bool
+    containers: tuple[Selector, ...]
+    every: bool
+    addresses: tuple[tuple[int, str], ...]  # (position in to, entry)
+
+    @staticmethod
+    def of(entries: list[SelectorDoc | str] | None) -> _To:
+        found = list(enumerate(entries or []))
+        return _To(
+            entries is not None,
+            tuple(v.resolve() for _, v in found if isinstance(v, SelectorDoc)),
+            any(v == EVERY for _, v in found),
+            tuple((i, v) for i, v in found if isinstance(v, str) and v != EVERY),
+        )
+
+    def mixed(self) -> tuple[str, str] | None:
+        if self.addresses and (self.containers or self.every):
+            return MIXED_TO, "to"
+        return (MIXED_TO, "to") if self.every and self.containers else None
+
+
+def _inbound(rule: Rule, doc: RuleDoc, to: _To, at: _At) -> tuple[Rule, list[Problem]]:
+    if to.addresses:
+        return rule, [at.problem(INBOUND_TO_ADDRESSES, "to")]
+    froms = tuple((i, v) for i, v in enumerate(doc.from_) if isinstance(v, str))
+    sources, problems = _addresses("from", froms, at)
+    targets = to.containers if to.given and not to.every else None
+    return replace(rule, sources=sources, targets=targets), problems
+
+
+def _from_containers(
+    rule: Rule, doc: RuleDoc, origins: tuple[Selector, ...], to: _To, at: _At
+) -> tuple[Rule, list[Problem]]:
+    rule = replace(rule, source_names=tuple(str(o) for o in origins), origins=origins)
+    if not to.given:
+        return rule, [at.problem(FROM_CONTAINERS_NOWHERE, "from")]
+    if not to.addresses:
+        if doc.via is not None:
+            return rule, [at.problem(BETWEEN_VIA, "via")]
+        targets = None if to.every else to.containers
+        return replace(rule, targets=targets, direction=Direction.BETWEEN), []
+    remote, problems = _addresses("to", to.addresses, at)
+    names = tuple(v for _, v in to.addresses)
+    outbound = replace(rule, remote=remote, remote_names=names, direction=Direction.OUTBOUND)
+    return outbound, problems
+
+
+EVERY = "*"  # to: every container
+MIXED_FROM = (
+    "from: mixes containers and addresses: a rule is about traffic from outside (addresses, "
+    "groups, any) or from containers ({container: ...}), not both"
+)
+MIXED_TO = (
+    "to: mixes containers and addresses: a rule goes to containers ({container: ...} or "
+    "'*') or to addresses outside the host (addresses, groups, any), not both"
+)
+INBOUND_TO_ADDRESSES = (
+    "to: addresses are for rules from containers (outbound: from: {container: ...}); "
+    "traffic from outside goes to containers ({container: ...} or '*')"
+)
+FROM_CONTAINERS_NOWHERE = (
+    "to: missing: a rule from containers says where to: addresses, groups or any "
+    "(outbound), or containers or '*' (between)"
+)
+BETWEEN_VIA = "via: traffic between containers does not cross a host interface"
+
+
+def _addresses(
+    key: str, entries: tuple[tuple[int, str], ...], at: _At
+) -> tuple[tuple[IPNetwork, ...] | None, list[Problem]]:
+    """Addresses, groups and "any" (None: any address), resolved; entries are the rule's
+    key (from or to) that are not selectors, with their positions."""
+    found: list[IPNetwork] | None = []
     problems = []
-    for pos, entry in enumerate(doc.from_):
+    for pos, entry in entries:
         if entry == ANY:
-            sources = None
-        elif entry in groups:
-            sources = None if sources is None else [*sources, *groups[entry]]
+            found = None
+        elif entry in at.groups:
+            found = None if found is None else [*found, *at.groups[entry]]
         else:
             try:
                 net = parse_network(entry)
             except UnsafeValueError as exc:
                 what = f"unknown group {entry!r}" if entry[:1].isalpha() else str(exc)
-                where = located.where(("rules", index, "from", pos))
-                problems.append(Problem(where, f"rule {doc.name!r}: from: {what}"))
+                problems.append(at.problem(f"{key}: {what}", key, pos))
                 continue
-            sources = None if sources is None else [*sources, net]
-    targets = None if doc.to is None else tuple(sel.resolve() for sel in doc.to)
-    line = located.lines.get(("rules", index), 0)
-    rule = Rule(
-        name=doc.name,
-        sources=None if sources is None else canonical(sources),
-        source_names=tuple(doc.from_),
-        via=doc.via,
-        targets=targets,
-        ports=doc.ports,
-        line=line,
-        log=doc.log,
-    )
-    return rule, problems
+            found = None if found is None else [*found, net]
+    return (None if found is None else canonical(found)), problems
 
 
 def canonical(nets: list[IPNetwork]) -> tuple[IPNetwork, ...]:

@@ -64,6 +64,33 @@ class Allow:
 
 
 @dataclass(frozen=True)
+class Egress:
+    """One outbound or between rule made concrete: connections from these containers'
+    addresses to these destinations, on these ports, are handed back to Docker."""
+
+    rule: str
+    line: int
+    source_names: tuple[str, ...]  # the containers as the policy selected them, for people
+    sources: tuple[IPNetwork, ...]  # the selected containers' addresses (none: matches nothing)
+    # outbound: addresses outside the host; between: container addresses; None: any
+    destinations: tuple[IPNetwork, ...] | None
+    ports: tuple[PortRange, ...] | None  # the destination port the packet carries; None: any
+    via: str | None = None  # outbound: the host interface it leaves by; None: any
+    log: bool = False  # log what this rule's containers send that is dropped
+    to_containers: bool = False  # between: destinations are container addresses
+
+    def in_family(self, family: Family) -> Egress | None:
+        """Narrowed to one family; None where its own addresses (outbound) leave nothing
+        there. Container addresses may be none for now: the rule stays (matching nothing),
+        so a container coming or going changes set elements, not rules."""
+        sources = _only(self.sources, family) or ()
+        destinations = _only(self.destinations, family)
+        if destinations == () and not self.to_containers:
+            return None
+        return replace(self, sources=sources, destinations=destinations)
+
+
+@dataclass(frozen=True)
 class Ruleset:
     """Governed traffic arrives on a non-bridge interface (not loopback) and either leaves on
     a Docker bridge (the forward path) or is addressed to the host at a port Docker publishes
@@ -90,13 +117,24 @@ class Ruleset:
     # where docker-proxy's sockets live: a listener there not in `listeners` (a container
     # being started, not seen yet) gets `default`, where the backend can match it (nftables)
     proxy_cgroup: ProxyCgroup | None = None
+    # Traffic containers start (from a bridge): to a non-bridge interface (outbound), or to a
+    # bridge (between containers, on one network or across). A direction whose default is
+    # None is not governed (Docker's rules decide); else what no rule of it allows gets it.
+    outbound: tuple[Egress, ...] = ()
+    outbound_default: Verdict | None = None
+    between: tuple[Egress, ...] = ()
+    between_default: Verdict | None = None
 
     def in_family(self, family: Family) -> Ruleset:
         allows = (a.in_family(family) for a in self.allows)
         quarantine = _only(self.quarantine, family) or ()
+        outbound = (e.in_family(family) for e in self.outbound)
+        between = (e.in_family(family) for e in self.between)
         return replace(
             self,
             allows=tuple(a for a in allows if a is not None),
+            outbound=tuple(e for e in outbound if e is not None),
+            between=tuple(e for e in between if e is not None),
             quarantine=quarantine,
             listeners=_listening(self.listeners, family) or (),
             quarantine_listeners=_listening(self.quarantine_listeners, family) or (),

@@ -31,10 +31,12 @@ from dockwall.model.values import Family, IPNetwork, checked_name
 THRESHOLD = 8  # more sources than this in one family: use a set
 PREFIXES = {Family.V4: "dw4-", Family.V6: "dw6-"}
 CLASS_PREFIXES = {Family.V4: "dwc4-", Family.V6: "dwc6-"}
+# an outbound or between rule's destinations (its sources are in its dw4-/dw6- set)
+DEST_PREFIXES = {Family.V4: "dwd4-", Family.V6: "dwd6-"}
 NEXT = "-n"  # suffix of the copy that is filled, then swapped in
 MAX_NAME = 31
 
-OURS = (*PREFIXES.values(), *CLASS_PREFIXES.values())
+OURS = (*PREFIXES.values(), *CLASS_PREFIXES.values(), *DEST_PREFIXES.values())
 Sets = dict[str, frozenset[IPNetwork]]  # set name -> members
 
 
@@ -49,12 +51,22 @@ def uses_set(allow: Allow) -> bool:
     return allow.sources is not None and len(allow.sources) > THRESHOLD
 
 
-def name(family: Family, rule: str) -> str:
-    base = PREFIXES[family] + checked_name(rule)
+def name(family: Family, rule: str, prefixes: dict[Family, str] = PREFIXES) -> str:
+    base = prefixes[family] + checked_name(rule)
     if len(base) + len(NEXT) <= MAX_NAME:
         return base
     digest = hashlib.sha256(rule.encode()).hexdigest()[:8]
-    return f"{PREFIXES[family]}{rule[: MAX_NAME - len(NEXT) - 13]}-{digest}"
+    return f"{prefixes[family]}{rule[: MAX_NAME - len(NEXT) - 13]}-{digest}"
+
+
+def dest_name(family: Family, rule: str) -> str:
+    return name(family, rule, DEST_PREFIXES)
+
+
+def egress_by_set(destinations: tuple[IPNetwork, ...] | None, containers: bool) -> bool:
+    """Whether an outbound or between rule's destinations are matched by a set: always for
+    containers (between: they come and go), else above THRESHOLD."""
+    return destinations is not None and (containers or len(destinations) > THRESHOLD)
 
 
 def class_name(family: Family, members: list[Allow]) -> str:
@@ -73,6 +85,11 @@ def wanted(family: Family, ruleset: Ruleset) -> Sets:
     sets = {name(family, a.rule): frozenset(a.sources or ()) for a in ruleset.allows if uses_set(a)}
     for destinations, members in destination_classes(ruleset.allows):
         sets[class_name(family, members)] = frozenset(destinations)
+    for rules, containers in ((ruleset.outbound, False), (ruleset.between, True)):
+        for e in rules:
+            sets[name(family, e.rule)] = frozenset(e.sources)
+            if egress_by_set(e.destinations, containers):
+                sets[dest_name(family, e.rule)] = frozenset(e.destinations or ())
     return sets
 
 

@@ -8,11 +8,12 @@ rendering, tests/oracles/iptables_walk.py).
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 
 from dockwall.backends.iptables import ipsets, render
 from dockwall.backends.iptables.classes import destination_classes
-from dockwall.compile.decide import Ruling, Step, decide, listened
+from dockwall.compile.decide import Ruling, Step, decide, is_bridge, listened
 from dockwall.model.packets import Decision, Packet, Route
 from dockwall.model.ruleset import Allow, Ruleset
 from dockwall.model.values import Family
@@ -35,7 +36,10 @@ def _entry(packet: Packet) -> str:
 def _not_judged(
     ruleset: Ruleset, ruling: Ruling, chains: Chains, packet: Packet
 ) -> tuple[str, str]:
-    """The entry chain's `-i <interface> -j RETURN` the packet came in by."""
+    """The entry chain's `-i <interface> -j RETURN` the packet came in by; where traffic
+    from containers is judged, DOCKWALL-FROM's RETURN for its direction."""
+    if packet.route is Route.FORWARD and render.FROM in chains:
+        return render.FROM, _from_line(chains, packet)
     chain = _entry(packet)
     for line in chains.get(chain, []):
         words = line.split()
@@ -51,6 +55,68 @@ def _names(pattern: str, interface: str) -> bool:
     if pattern.endswith("+"):
         return interface.startswith(pattern[:-1])
     return interface == pattern
+
+
+def _from_line(chains: Chains, packet: Packet) -> str:
+    """DOCKWALL-FROM's line for the interface the packet leaves by (its last: outbound)."""
+    rules = chains.get(render.FROM, [])
+    for line in rules[:-1]:
+        words = line.split()
+        if words[0] == "-o" and _names(words[1], packet.out_interface):
+            return line
+    return rules[-1] if rules else ""
+
+
+def _egress_chain(packet: Packet, chains: Chains) -> str:
+    """DOCKWALL-BETWEEN where the packet leaves on a bridge (DOCKWALL-FROM sends it there),
+    else DOCKWALL-OUT."""
+    line = _from_line(chains, packet)
+    return render.BETWEEN if line.endswith(f"-g {render.BETWEEN}") else render.OUTBOUND
+
+
+def _egress_allowed(
+    ruleset: Ruleset, ruling: Ruling, chains: Chains, packet: Packet
+) -> tuple[str, str]:
+    """The line of the outbound or between rule for the packet's destination and port."""
+    rule = ruling.egress  # (never None at the egress allow steps)
+    chain = _egress_chain(packet, chains)
+    if rule is None:
+        return chain, ""
+    containers = chain == render.BETWEEN
+    lines = list(render.egress_matches(rule, Family.of(packet.source), containers))
+    by_set = ipsets.egress_by_set(rule.destinations, containers)
+    dests = (None,) if rule.destinations is None or by_set else rule.destinations
+    dest = next((i for i, d in enumerate(dests) if d is None or packet.destination in d), None)
+    ranges = rule.ports
+    width = 1 if ranges is None else len(ranges)
+    inner = 0 if ranges is None else next(
+        (i for i, r in enumerate(ranges) if r.proto is packet.proto and packet.dialed_port in r),
+        None,
+    )  # fmt: skip
+    if dest is None or inner is None:
+        return chain, ""
+    return chain, lines[dest * width + inner]
+
+
+def _egress_default(
+    ruleset: Ruleset, ruling: Ruling, chains: Chains, packet: Packet
+) -> tuple[str, str]:
+    chain = _egress_chain(packet, chains)
+    return chain, _last(chains, chain)
+
+
+def _quarantined(
+    ruleset: Ruleset, ruling: Ruling, chains: Chains, packet: Packet
+) -> tuple[str, str]:
+    """From outside: DOCKWALL-DEFAULT's verdict; between containers, DOCKWALL-BETWEEN's line
+    for the quarantined address."""
+    from_container = is_bridge(ruleset, packet.in_interface)
+    if packet.route is Route.FORWARD and from_container and render.FROM in chains:
+        for line in chains.get(render.BETWEEN, []):
+            words = line.split()
+            if words[0] == "-d" and packet.destination in ipaddress.ip_network(words[1]):
+                return render.BETWEEN, line
+    return _default_chain(ruleset, ruling, chains, packet)
 
 
 def _not_governed(
@@ -144,11 +210,15 @@ def _last(chains: Chains, name: str) -> str:
 _WHERE: dict[Step, Callable[[Ruleset, Ruling, Chains, Packet], tuple[str, str]]] = {
     Step.FROM_BRIDGE: _not_judged,
     Step.LOOPBACK: _not_judged,
-    Step.QUARANTINED_ADDRESS: _default_chain,
+    Step.QUARANTINED_ADDRESS: _quarantined,
     Step.QUARANTINED_BRIDGE: _default_chain,
     Step.QUARANTINED_LISTENER: _default_chain,
     Step.NOT_TO_BRIDGE: _not_governed,
     Step.NOT_LISTENED: _not_governed,
     Step.ALLOW: _allowed,
     Step.DEFAULT: _default,
+    Step.OUTBOUND_ALLOW: _egress_allowed,
+    Step.OUTBOUND_DEFAULT: _egress_default,
+    Step.BETWEEN_ALLOW: _egress_allowed,
+    Step.BETWEEN_DEFAULT: _egress_default,
 }

@@ -39,7 +39,7 @@ from collections.abc import Iterator
 
 from dockwall.backends.iptables import ipsets
 from dockwall.backends.iptables.classes import destination_classes
-from dockwall.model.ruleset import Allow, Listener, Ruleset
+from dockwall.model.ruleset import Allow, Egress, Listener, Ruleset
 from dockwall.model.values import (
     Family,
     IPNetwork,
@@ -52,6 +52,9 @@ from dockwall.model.values import (
 
 ENTRY = "DOCKWALL"
 GOVERNED = "DOCKWALL-IN"
+FROM = "DOCKWALL-FROM"  # traffic containers start, where outbound or between is governed
+OUTBOUND = "DOCKWALL-OUT"
+BETWEEN = "DOCKWALL-BETWEEN"
 DEFAULT = "DOCKWALL-DEFAULT"
 INPUT_ENTRY = "DOCKWALL-INPUT"
 PROXY = "DOCKWALL-PROXY"
@@ -82,7 +85,50 @@ def render(family: Family, ruleset: Ruleset) -> Chains:
     chains[DEFAULT] = [*log, _default(family, ruleset.default)]
     chains[INPUT_ENTRY] = list(_input_entry(ruleset))
     chains[PROXY] = [*_proxy(ruleset.allows, family), f"-g {DEFAULT}"]
+    if governs_containers(ruleset):
+        chains |= _from_containers(family, ruleset)
     return chains
+
+
+def governs_containers(ruleset: Ruleset) -> bool:
+    """Whether traffic containers start is judged (outbound or between has a default)."""
+    return ruleset.outbound_default is not None or ruleset.between_default is not None
+
+
+def _from_containers(family: Family, ruleset: Ruleset) -> Chains:
+    """DOCKWALL-FROM: out on a bridge, between containers; else outbound. A direction
+    without a default RETURNs (Docker decides); one with a default gets its rules' lines
+    and then that default, in a chain of its own."""
+    chains: Chains = {}
+    to_bridge = f"-g {BETWEEN}" if ruleset.between_default is not None else "-j RETURN"
+    out = f"-g {OUTBOUND}" if ruleset.outbound_default is not None else "-j RETURN"
+    chains[FROM] = [*(f"-o {b} {to_bridge}" for b in _bridges(ruleset)), out]
+    if ruleset.outbound_default is not None:
+        lines = [ln for e in ruleset.outbound for ln in egress_matches(e, family, False)]
+        chains[OUTBOUND] = [*lines, _default(family, ruleset.outbound_default)]
+    if ruleset.between_default is not None:
+        verdict = _default(family, ruleset.between_default)
+        quarantined = [f"-d {_net(n)} {verdict}" for n in ruleset.quarantine]
+        lines = [ln for e in ruleset.between for ln in egress_matches(e, family, True)]
+        chains[BETWEEN] = [*quarantined, *lines, verdict]
+    return chains
+
+
+def egress_matches(rule: Egress, family: Family, containers: bool) -> Iterator[str]:
+    """One line per destination (or one for a destination set) and port range: source the
+    rule's set of container addresses, [-d destination], [-o via], [-p proto], ports as
+    dialed. Parts in the order iptables-save prints them."""
+    by_set = ipsets.egress_by_set(rule.destinations, containers)
+    dests = (None,) if rule.destinations is None or by_set else rule.destinations
+    via = [] if rule.via is None else [f"-o {checked_ifname(rule.via)}"]
+    src = f"-m set --match-set {ipsets.name(family, rule.rule)} src"
+    dst_set = [f"-m set --match-set {ipsets.dest_name(family, rule.rule)} dst"] if by_set else []
+    comment = f'-m comment --comment "dockwall:{checked_name(rule.rule)}" -j RETURN'
+    for dest in dests:
+        dst = [] if dest is None else [f"-d {_net(dest)}"]
+        for ports in rule.ports or (None,):
+            proto = [] if ports is None else [f"-p {ports.proto.value}"]
+            yield " ".join([*dst, *via, *proto, src, *dst_set, *_ports(ports), comment])
 
 
 def _replies() -> Iterator[str]:
@@ -137,8 +183,9 @@ def _bridges(ruleset: Ruleset) -> list[str]:
 def _entry(ruleset: Ruleset) -> Iterator[str]:
     bridges = _bridges(ruleset)
     yield from _replies()
+    from_bridge = f"-g {FROM}" if governs_containers(ruleset) else "-j RETURN"
     for bridge in bridges:
-        yield f"-i {bridge} -j RETURN"
+        yield f"-i {bridge} {from_bridge}"
     yield from _quarantine(ruleset)
     for bridge in bridges:
         yield f"-o {bridge} -g {GOVERNED}"

@@ -13,9 +13,12 @@ from collections.abc import Callable
 
 from dockwall.backends.nftables.model import (
     BASE,
+    BETWEEN,
+    FROM,
     GOVERNED,
     INPUT,
     LOG_PREFIX,
+    OUTBOUND,
     PROXY,
     Rule,
     Table,
@@ -34,10 +37,43 @@ def decision(ruleset: Ruleset, rendered: Table, packet: Packet) -> Decision:
 
 def _not_judged(ruling: Ruling, rendered: Table, packet: Packet) -> tuple[str, str]:
     """From a bridge (or loopback, on the proxy path): the entry chain's first iifname
-    accept. (Known inexactness, kept: on the input hook that is loopback's, for a bridge
-    too.)"""
+    accept; where traffic from containers is judged, from's accept for its direction.
+    (Known inexactness, kept: on the input hook that is loopback's, for a bridge too.)"""
+    if packet.route is Route.FORWARD and rendered.chain(FROM) is not None:
+        return FROM, _from_rule(rendered, ruling).text
     chain = INPUT if packet.route is Route.PROXY else BASE
     return chain, _base_line(rendered, "iifname", chain)
+
+
+def _from_rule(rendered: Table, ruling: Ruling) -> Rule:
+    """from's rule for the direction: its oifname rule between containers, else its last."""
+    rules = _rules(rendered, FROM)
+    between = ruling.step in (Step.BETWEEN_ALLOW, Step.BETWEEN_DEFAULT) or (
+        ruling.step is Step.FROM_BRIDGE and ruling.between
+    )
+    return rules[0] if between and len(rules) > 1 else rules[-1]
+
+
+def _egress_chain(ruling: Ruling) -> str:
+    between = ruling.step in (Step.BETWEEN_ALLOW, Step.BETWEEN_DEFAULT)
+    return BETWEEN if between else OUTBOUND
+
+
+def _egress_allowed(ruling: Ruling, rendered: Table, packet: Packet) -> tuple[str, str]:
+    chain = _egress_chain(ruling)
+    rule = ruling.egress
+    family = Family.of(packet.source)
+    mine = f"dockwall:{rule.rule}" if rule is not None else None
+    for found in _rules(rendered, chain):
+        if found.comment == mine and _fits(found, family, packet):
+            return chain, found.text
+    return chain, ""
+
+
+def _egress_default(ruling: Ruling, rendered: Table, packet: Packet) -> tuple[str, str]:
+    chain = _egress_chain(ruling)
+    rules = _rules(rendered, chain)
+    return chain, rules[-1].text if rules else ""
 
 
 def _quarantined(ruling: Ruling, rendered: Table, packet: Packet) -> tuple[str, str]:
@@ -47,6 +83,8 @@ def _quarantined(ruling: Ruling, rendered: Table, packet: Packet) -> tuple[str, 
     starting = (
         "ip daddr @quarantine4" if packet.destination.version == 4 else "ip6 daddr @quarantine6"
     )
+    if ruling.between:
+        return BETWEEN, _base_line(rendered, starting, BETWEEN)
     by_address = _base_line(rendered, starting)
     return BASE, by_address or _base_line(rendered, "oifname")
 
@@ -91,6 +129,10 @@ _WHERE: dict[Step, Callable[[Ruling, Table, Packet], tuple[str, str]]] = {
     Step.NOT_LISTENED: _not_governed,
     Step.ALLOW: _allowed,
     Step.DEFAULT: _default,
+    Step.OUTBOUND_ALLOW: _egress_allowed,
+    Step.OUTBOUND_DEFAULT: _egress_default,
+    Step.BETWEEN_ALLOW: _egress_allowed,
+    Step.BETWEEN_DEFAULT: _egress_default,
 }
 
 

@@ -19,6 +19,9 @@ BASE = "forward"  # the base chain on the forward hook
 GOVERNED = "governed"  # outside traffic on its way to a bridge
 INPUT = "input"  # the base chain on the input hook (the proxy path)
 PROXY = "proxy"  # outside traffic to a host port Docker publishes (docker-proxy serves it)
+FROM = "from"  # traffic containers start, where outbound or between is governed
+OUTBOUND = "outbound"  # from a container out of the host: its rules, then its default
+BETWEEN = "between"  # from a container to a container: the same
 LOG_PREFIX = "log-"  # chains that log, then give the default verdict
 PRIORITY = -10  # before iptables(-nft)'s filter FORWARD (priority filter = 0) and Docker's own
 COMMENT = "dockwall: outside traffic to Docker containers; `dockwall remove` deletes this table"

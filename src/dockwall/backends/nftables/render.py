@@ -8,6 +8,13 @@
                         destinations of a rule that logs: goto log-<rule>
                         else [log "dockwall:default "] and the default: counter drop / reject
     chain log-<rule>    rate-limited log "dockwall:<rule> ", then the default verdict
+    chain from          (where outbound or between has a default) traffic containers start:
+                        out on a bridge: goto between (or accept); else goto outbound (or
+                        accept)
+    chain outbound      one rule per outbound rule (and family, and protocol): counter
+                        accept; then the outbound default
+    chain between       to a quarantined address: the between default; one rule per between
+                        rule; then the between default
     chain input         hook input, priority -10, policy accept (the proxy path)
                         replies, loopback and traffic from bridges: accept; to a quarantined
                         container's host port (qlisten4/6): the default; to a host port
@@ -38,10 +45,13 @@ from collections.abc import Iterable
 
 from dockwall.backends.nftables.model import (
     BASE,
+    BETWEEN,
+    FROM,
     GOVERNED,
     INPUT,
     LISTENER_TYPE,
     LOG_PREFIX,
+    OUTBOUND,
     PRIORITY,
     PROXY,
     Chain,
@@ -53,7 +63,7 @@ from dockwall.backends.nftables.model import (
     ports,
     table,
 )
-from dockwall.model.ruleset import Allow, Listener, Ruleset, in_order
+from dockwall.model.ruleset import Allow, Egress, Listener, Ruleset, in_order
 from dockwall.model.values import (
     Family,
     IPNetwork,
@@ -88,8 +98,65 @@ def render(ruleset: Ruleset) -> Table:
         *log_chains,
         Chain(INPUT, tuple(input_entry(ruleset, sets)), INPUT_SPEC),
         Chain(PROXY, (*proxy, *default)),
+        *from_containers(ruleset, sets),
     ]
     return table(list(sets.values()), chains)
+
+
+def governs_containers(ruleset: Ruleset) -> bool:
+    """Whether traffic containers start is judged (outbound or between has a default)."""
+    return ruleset.outbound_default is not None or ruleset.between_default is not None
+
+
+def from_containers(ruleset: Ruleset, sets: dict[str, NftSet]) -> list[Chain]:
+    """The chains for traffic containers start, where a direction of it has a default."""
+    if not governs_containers(ruleset):
+        return []
+    between, outbound = ruleset.between_default, ruleset.outbound_default
+    bridges = _bridge_names(ruleset)
+    entry = []
+    if bridges:
+        to_bridge = "accept" if between is None else f"goto {BETWEEN}"
+        entry.append(Rule((f"oifname {_names(bridges)}", to_bridge)))
+    entry.append(Rule(("accept",) if outbound is None else (f"goto {OUTBOUND}",)))
+    chains = [Chain(FROM, tuple(entry))]
+    if outbound is not None:
+        rules = [r for e in ruleset.outbound for r in egress_rules(e, sets)]
+        chains.append(Chain(OUTBOUND, (*rules, Rule(("counter", _verdict(outbound))))))
+    if between is not None:
+        quarantined = _quarantined_addresses(ruleset, sets, between)
+        rules = [r for e in ruleset.between for r in egress_rules(e, sets)]
+        ending = Rule(("counter", _verdict(between)))
+        chains.append(Chain(BETWEEN, (*quarantined, *rules, ending)))
+    return chains
+
+
+def egress_rules(rule: Egress, sets: dict[str, NftSet]) -> list[Rule]:
+    """An outbound or between rule: per family it has containers in, from their addresses
+    (src4-<rule>), [out by via], [to its destinations (dst4-<rule>)], per protocol of its
+    ports (the port dialed: port_tcp-<rule>)."""
+    name = checked_name(rule.rule)
+    found = []
+    for family in FAMILIES:
+        one = rule.in_family(family)
+        if one is None:
+            continue
+        digit, ip, kind = _DIGIT[family], _IP[family], _ADDR[family]
+        head = [f"{ip} saddr @{_add(sets, f'src{digit}-{name}', kind, _addresses(one.sources))}"]
+        if one.via is not None:
+            head.append(f'oifname "{checked_ifname(one.via)}"')
+        if one.destinations is not None:
+            dst = _add(sets, f"dst{digit}-{name}", kind, _addresses(one.destinations))
+            head.append(f"{ip} daddr @{dst}")
+        by_proto = _ports_by_proto(one.ports)
+        tails: list[tuple[str, ...]] = [()]
+        if by_proto is not None:
+            tails = [
+                (f"meta l4proto {p}", f"ct original proto-dst @{_port_set(sets, p, name, spans)}")
+                for p, spans in by_proto.items()
+            ]
+        found += [Rule((*head, *t, "counter", "accept"), f"dockwall:{name}") for t in tails]
+    return found
 
 
 def input_entry(ruleset: Ruleset, sets: dict[str, NftSet]) -> list[Rule]:
@@ -175,7 +242,8 @@ def _entry(ruleset: Ruleset, sets: dict[str, NftSet]) -> list[Rule]:
     bridges = _bridge_names(ruleset)
     rules = _replies()
     if bridges:
-        rules.append(Rule((f"iifname {_names(bridges)}", "accept")))
+        from_bridge = f"goto {FROM}" if governs_containers(ruleset) else "accept"
+        rules.append(Rule((f"iifname {_names(bridges)}", from_bridge)))
     rules += _quarantine(ruleset, sets)
     if bridges:
         rules.append(Rule((f"oifname {_names(bridges)}", f"goto {GOVERNED}")))
@@ -197,17 +265,23 @@ def _replies() -> list[Rule]:
 def _quarantine(ruleset: Ruleset, sets: dict[str, NftSet]) -> list[Rule]:
     """Quarantined addresses (sets quarantine4/6) and bridges get the default before any
     allow, whatever interface the traffic leaves on; an unsafe bridge name is never written."""
+    rules = _quarantined_addresses(ruleset, sets, ruleset.default)
+    if ruleset.quarantine_bridges:
+        names = _names([checked_ifname(b) for b in ruleset.quarantine_bridges])
+        rules.append(Rule((f"oifname {names}", "counter", _verdict(ruleset.default))))
+    return rules
+
+
+def _quarantined_addresses(
+    ruleset: Ruleset, sets: dict[str, NftSet], verdict: Verdict
+) -> list[Rule]:
+    """Traffic to a quarantined address (sets quarantine4/6) gets verdict."""
     rules = []
     for family in FAMILIES:
         nets = _addresses(n for n in ruleset.quarantine if Family.of(n) is family)
         if nets:
             found = _add(sets, f"quarantine{_DIGIT[family]}", _ADDR[family], nets)
-            rules.append(
-                Rule((f"{_IP[family]} daddr @{found}", "counter", _verdict(ruleset.default)))
-            )
-    if ruleset.quarantine_bridges:
-        names = _names([checked_ifname(b) for b in ruleset.quarantine_bridges])
-        rules.append(Rule((f"oifname {names}", "counter", _verdict(ruleset.default))))
+            rules.append(Rule((f"{_IP[family]} daddr @{found}", "counter", _verdict(verdict))))
     return rules
 
 
