@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dockwall.model.hoststate import HostState
-from dockwall.model.ruleset import Allow, Listener, Ruleset
+from dockwall.model.ruleset import Allow, Egress, Listener, Ruleset
 from dockwall.model.values import LogRate, PortRange, Proto, ProxyCgroup, Verdict
 
 DEFAULT_PATH = Path("/run/dockwall/applied.json")
@@ -102,7 +102,49 @@ def _ruleset(r: Ruleset) -> dict[str, Any]:
         "listeners": _listeners(r.listeners),
         "quarantine_listeners": _listeners(r.quarantine_listeners),
         "proxy_cgroup": _cgroup(r.proxy_cgroup),
+        "outbound": _egresses(r.outbound),
+        "outbound_default": None if r.outbound_default is None else r.outbound_default.value,
+        "between": _egresses(r.between),
+        "between_default": None if r.between_default is None else r.between_default.value,
     }
+
+
+def _egresses(found: tuple[Egress, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "rule": e.rule,
+            "line": e.line,
+            "from": list(e.source_names),
+            "sources": _nets(e.sources),
+            "destinations": _nets(e.destinations),
+            "ports": None if e.ports is None else [str(p) for p in e.ports],
+            "via": e.via,
+            "log": e.log,
+            "to_containers": e.to_containers,
+        }
+        for e in found
+    ]
+
+
+def _from_egresses(found: list[dict[str, Any]] | None) -> tuple[Egress, ...]:
+    return tuple(
+        Egress(
+            e["rule"],
+            int(e["line"]),
+            tuple(e["from"]),
+            _from_nets(e["sources"]) or (),
+            _from_nets(e["destinations"]),
+            None if e["ports"] is None else tuple(PortRange.parse(p) for p in e["ports"]),
+            e["via"],
+            bool(e["log"]),
+            bool(e["to_containers"]),
+        )
+        for e in found or []
+    )
+
+
+def _from_verdict(value: str | None) -> Verdict | None:
+    return None if value is None else Verdict(value)
 
 
 def _from_ruleset(doc: dict[str, Any]) -> Ruleset:
@@ -133,6 +175,10 @@ def _from_ruleset(doc: dict[str, Any]) -> Ruleset:
         _from_listeners(doc.get("listeners")) or (),
         _from_listeners(doc.get("quarantine_listeners")) or (),
         _from_cgroup(doc.get("proxy_cgroup")),
+        _from_egresses(doc.get("outbound")),
+        _from_verdict(doc.get("outbound_default")),
+        _from_egresses(doc.get("between")),
+        _from_verdict(doc.get("between_default")),
     )
 
 

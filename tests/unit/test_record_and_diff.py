@@ -33,6 +33,21 @@ def test_record_round_trips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert record.load() is None
 
 
+def test_record_round_trips_outbound_and_between(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without them in the record, plan would compare the kernel with a ruleset that has no
+    outbound or between rules, and never speak in policy terms once they are in use."""
+    monkeypatch.setenv("DOCKWALL_STATE", str(tmp_path / "state" / "applied.json"))
+    folder = SCENARIOS / "outbound-between"
+    host = load_host(folder / "host.yaml")
+    ruleset = compile_policy(parse_policy((folder / "policy.yaml").read_bytes(), "p"), host).ruleset
+    assert ruleset.outbound and ruleset.between and ruleset.between_default is not None
+    record.save("policy.yaml", "abc", ruleset, host)
+    back = record.load()
+    assert back is not None and back.ruleset == ruleset
+
+
 def test_plan_in_policy_terms() -> None:
     old, host = compiled(SEED)
     new, _ = compiled(
