@@ -29,7 +29,7 @@ from dockwall.daemon.firewalld import FirewalldListener
 from dockwall.daemon.kernelwatch import KernelWatch
 from dockwall.daemon.triggers import Kind, Trigger, Triggers, wait
 from dockwall.errors import DockerError, DockwallError, PolicyError
-from dockwall.host import snapshot
+from dockwall.host import bridge_filtering, snapshot
 from dockwall.logfmt import FIELDS
 from dockwall.model.hoststate import HostState
 from dockwall.model.policy import Policy, load_policy
@@ -346,5 +346,8 @@ def start(
     retire: Callable[[Kernel[Any, Any, Any]], list[str]] | None = None,
 ) -> None:
     """Load the policy (an invalid one stops here, nothing touched) and run until stopped.
-    retire, once the first apply is in: remove what other backends had installed."""
+    retire, once the first apply is in: remove what other backends had installed. Where
+    bridged traffic can't be put through the firewall, the rest of the policy still goes in
+    (bridge_filtering.lenient)."""
+    kernel.before_between = bridge_filtering.lenient
     Daemon(settings, kernel, load_policy(settings.policy_path), retire).run()

@@ -7,8 +7,10 @@ and net.bridge.bridge-nf-call-iptables (and -ip6tables) set to 1 in Docker's net
 namespace. Docker 20.10 loads the module at start (and its default is 1); Docker 27.3 and
 later load it only for networks with icc off or without the userland proxy. So where
 `between` has a default, dockwall loads the module and sets both to 1 before its rules go
-in, and refuses (nothing changed) if it can't; the keys it turned on are remembered beside
-the apply record, and `dockwall remove` turns them off again.
+in. `dockwall apply` refuses (nothing changed) if it can't: the operator is there to load
+the module. `dockwall run` applies the rest anyway and logs an error (see `lenient`): not
+applying would leave every container open to everyone until someone noticed. The keys it
+turned on are remembered beside the apply record, and `dockwall remove` turns them off.
 
 Setting them makes every bridge of that network namespace (libvirt's, LXD's too) pass
 bridged IP traffic through iptables and nftables' ip/ip6/inet hooks.
@@ -60,6 +62,20 @@ def ensure(root: Path = ROOT) -> tuple[str, ...]:
         )
         _remember(changed)
     return tuple(changed)
+
+
+def lenient() -> tuple[str, ...]:
+    """ensure, for the daemon: where bridged traffic can't be put through the firewall, the
+    rest of the policy still goes in, and the error says what is not governed."""
+    try:
+        return ensure()
+    except BackendError as exc:
+        log.error(
+            "traffic between containers on one network is NOT governed (the rest of the "
+            "policy is applied)",
+            extra={"fields": {"error": exc}},
+        )
+        return ()
 
 
 def restore(root: Path = ROOT) -> tuple[str, ...]:
