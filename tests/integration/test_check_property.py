@@ -205,7 +205,7 @@ def test_check_cli_names_rule_line_and_docker_next(
         # chain of www-nginx, DOCKWALL-C<n>, and the proxy chain; with nftables only its
         # container . port sets change: dst4_tcp-public-web, lsn4-public-web, ...).
         differs = json.loads(done.stdout)["installed_differs"]
-        kinds = ("ipv4 chain DOCKWALL-", "ipv6 chain DOCKWALL-", "ipset ", "set ")
+        kinds = ("ipv4 chain DOCKWALL-", "ipv6 chain DOCKWALL-", "ipset ", "chain ", "set ")
         assert differs and all(d.startswith(kinds) for d in differs), differs
         if seeded_sandbox.engine == "29-nftables":  # (the backend auto picks there)
             assert "set dst4_tcp-public-web" in differs, differs
