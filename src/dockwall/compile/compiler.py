@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 
 from dockwall.model.hoststate import Container, HostState, PublishedPort, Quarantined
@@ -20,49 +21,98 @@ COMPOSE_SERVICE = "com.docker.compose.service"
 
 
 @dataclass(frozen=True)
-class Compiled:
-    ruleset: Ruleset
+class Part:
+    """What one policy rule compiled to on a host, and its warnings."""
+
+    made: Allow | Egress
     warnings: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Compiled:
+    ruleset: Ruleset
+    warnings: tuple[str, ...]
+    # per policy rule, in order: what incremental.recompile may reuse
+    parts: tuple[Part, ...] = field(default=(), compare=False)
+    # how many containers publish each of the ruleset's listeners (recompile's count)
+    listened: Counter[Listener] = field(default_factory=Counter, compare=False)
+
+
 def compile_policy(policy: Policy, host: HostState) -> Compiled:
-    warnings: list[str] = []
     bridged = frozenset(n.name for n in host.bridge_networks)
-    allows, outbound, between = [], [], []
-    for rule in policy.rules:
-        if rule.direction is Direction.INBOUND:
-            allows.append(_allow(rule, host, bridged, warnings))
-        elif rule.direction is Direction.OUTBOUND:
-            outbound.append(_egress(rule, host, bridged, warnings, rule.remote))
-        else:
-            between.append(_egress(rule, host, bridged, warnings, _to(rule, host, bridged)))
-        if rule.via is not None and rule.via not in host.interfaces:
-            warnings.append(f"rule {rule.name!r}: via {rule.via!r} names no interface on this host")
+    return assemble(policy, host, tuple(rule_part(r, host, bridged) for r in policy.rules))
+
+
+def rule_part(rule: Rule, host: HostState, bridged: frozenset[str]) -> Part:
+    """One rule on host (bridged: the names of its bridge networks)."""
+    warnings: list[str] = []
+    made: Allow | Egress
+    if rule.direction is Direction.INBOUND:
+        made = _allow(rule, host, bridged, warnings)
+    elif rule.direction is Direction.OUTBOUND:
+        made = _egress(rule, host, bridged, warnings, rule.remote)
+    else:
+        made = _egress(rule, host, bridged, warnings, _to(rule, host, bridged))
+    if rule.via is not None and rule.via not in host.interfaces:
+        warnings.append(f"rule {rule.name!r}: via {rule.via!r} names no interface on this host")
+    return Part(made, tuple(warnings))
+
+
+def assemble(
+    policy: Policy,
+    host: HostState,
+    parts: tuple[Part, ...],
+    listened: tuple[Counter[Listener], tuple[Listener, ...]] | None = None,
+) -> Compiled:
+    """The Ruleset of the rules' parts (policy order) and of what is host-wide. listened:
+    the count of containers per listener and the listeners in order, where the caller kept
+    them (else they are counted from every container)."""
+    counts, listeners = listened if listened is not None else _listened(host.containers)
+    directions = [r.direction for r in policy.rules]
+    allows = [p.made for p, d in zip(parts, directions, strict=True) if d is Direction.INBOUND]
+    outbound = [p.made for p, d in zip(parts, directions, strict=True) if d is Direction.OUTBOUND]
+    between = [p.made for p, d in zip(parts, directions, strict=True) if d is Direction.BETWEEN]
+    warnings = [w for p in parts for w in p.warnings]
     bridges = tuple(
         sorted({n.bridge for n in host.bridge_networks if n.bridge} | set(DEFAULT_BRIDGES))
     )
-    log_default = policy.log or any(r.log and r.targets is None for r in policy.rules)
+    inbound = [r for r in policy.rules if r.direction is Direction.INBOUND]
+    log_default = policy.log or any(r.log and r.targets is None for r in inbound)
     quarantine = quarantined_addresses(host)
     q_bridges = tuple(sorted({q.bridge for q in host.quarantined if q.bridge} - set(bridges)))
     warnings += [quarantine_warning(q) for q in host.quarantined]
     ruleset = Ruleset(
         bridges,
         DEFAULT_BRIDGE_PREFIXES,
-        tuple(allows),
+        tuple(a for a in allows if isinstance(a, Allow)),
         policy.default,
         log_default,
         policy.log_rate,
         quarantine,
         q_bridges,
-        listening(host.containers),
+        listeners,
         quarantined_listeners(host),
         host.proxy_cgroup,
-        tuple(outbound),
+        tuple(e for e in outbound if isinstance(e, Egress)),
         policy.outbound,
-        tuple(between),
+        tuple(e for e in between if isinstance(e, Egress)),
         policy.between,
     )
-    return Compiled(ruleset, tuple(warnings))
+    return Compiled(ruleset, tuple(warnings), parts, counts)
+
+
+def _listened(containers: tuple[Container, ...]) -> tuple[Counter[Listener], tuple[Listener, ...]]:
+    counts: Counter[Listener] = Counter(x for c in containers for x in container_listeners(c))
+    return counts, ordered(counts)
+
+
+def container_listeners(container: Container) -> set[Listener]:
+    return {Listener(p.proto, p.host_port, net) for p in container.ports for net in p.bound()}
+
+
+def ordered(counts: Counter[Listener]) -> tuple[Listener, ...]:
+    """The listeners some container publishes, in the Ruleset's order (as listening)."""
+    return tuple(sorted((x for x, n in counts.items() if n > 0), key=_listener_order))
 
 
 def closed(
@@ -82,6 +132,8 @@ def on_quarantined_network(host: HostState) -> tuple[Container, ...]:
     address on every network, every host port), so that which of its networks Docker
     publishes a port through (or docker-proxy connects to) does not matter."""
     keys = {q.key for q in host.quarantined if q.kind == "network" and q.key is not None}
+    if not keys:
+        return ()
     return tuple(c for c in host.containers if any(ep.network in keys for ep in c.endpoints))
 
 
