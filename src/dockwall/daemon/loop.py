@@ -12,7 +12,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -22,7 +22,8 @@ import docker
 from dockwall import record
 from dockwall.backends.base import Change, Kernel
 from dockwall.compile import policydiff
-from dockwall.compile.compiler import closed, compile_policy, quarantine_warning
+from dockwall.compile.compiler import Compiled, closed, compile_policy, quarantine_warning
+from dockwall.compile.incremental import recompile
 from dockwall.daemon import describe, service_manager
 from dockwall.daemon.events import EventFollower
 from dockwall.daemon.firewalld import FirewalldListener
@@ -31,7 +32,7 @@ from dockwall.daemon.triggers import Kind, Trigger, Triggers, wait
 from dockwall.errors import DockerError, DockwallError, PolicyError
 from dockwall.host import bridge_filtering, snapshot
 from dockwall.logfmt import FIELDS
-from dockwall.model.hoststate import HostState
+from dockwall.model.hoststate import Container, HostState, Quarantined
 from dockwall.model.policy import Policy, load_policy
 from dockwall.model.ruleset import Ruleset
 
@@ -78,6 +79,7 @@ class Settings:
     policy_path: Path
     docker_host: str | None
     check_interval: float = 1.0  # seconds between drift checks
+    resync_interval: float = 60.0  # seconds: a batch of container events then reads all
     debounce: float = 0.0  # extra wait after a trigger (0: none; for comparisons only)
     watch_kernel: bool = True  # follow nftables' change stream to repair at once
 
@@ -99,6 +101,9 @@ class Daemon:
     _quarantined: set[str] = field(default_factory=set)  # quarantine warnings already logged
     _watching: bool = False  # nftables' change stream is followed: someone else's change is told
     _unconfirmed_delta: bool = False  # the last write was a delta no read has confirmed since
+    _compiled: tuple[Policy, Compiled] | None = None  # the last compile, and of which policy
+    _next_resync: float = 0.0  # (monotonic) when the next batch of events takes a full snapshot
+    missed: int = 0  # resyncs that found what the events had not told
 
     def run(self) -> None:
         firewalld = FirewalldListener(self.triggers)
@@ -195,13 +200,20 @@ class Daemon:
                 self.check_drift()
             return
         try:
-            docker_anew = any(t.kind in {Kind.DOCKER_UP, Kind.DOCKER_DOWN} for t in batch)
-            host = self._snapshot(docker_anew)
+            host = self._read_host(batch)
         except DockerError as exc:
             self._docker_unreadable(exc, batch)
             return
         self._timings = {"snapshot_ms": (time.monotonic() - began) * 1000}
-        compiled = compile_policy(self.policy, host)
+        last = self._compiled
+        if last is not None and self.host is not None and last[0] is self.policy:
+            compiled = recompile(self.policy, self.host, last[1], host)  # the rules it concerns
+        else:
+            compiled = compile_policy(self.policy, host)
+        self._compiled = (self.policy, compiled)
+        self._timings["compile_ms"] = (time.monotonic() - began) * 1000 - self._timings[
+            "snapshot_ms"
+        ]
         why = describe.host_changes(self.host, host)
         why += policydiff.rule_changes(self.applied, compiled.ruleset, host.names())
         odd = {quarantine_warning(q) for q in host.quarantined}
@@ -229,6 +241,37 @@ class Daemon:
         kinds = {t.kind for t in batch}
         answers = {Kind.DOCKER_UP, Kind.EVENT, Kind.RELOAD}
         return self.host is None and self.applied is not None and not kinds & answers
+
+    def _read_host(self, batch: list[Trigger]) -> HostState:
+        """Only the containers the batch's events are about, where each is about one and the
+        last snapshot is known (snapshot.update); else everything (snapshot.take), which
+        every RESYNC_INTERVAL also checks what the events told against (a missed event)."""
+        ids = {t.container for t in batch}
+        only_containers = all(t.kind is Kind.EVENT for t in batch) and "" not in ids
+        now = time.monotonic()
+        if self._next_resync == 0.0:
+            self._next_resync = now + self.settings.resync_interval
+        resync = now >= self._next_resync
+        if only_containers and not resync and self.host is not None and self._client:
+            try:
+                return snapshot.update(self._client, self.host, ids)
+            except DockerError:
+                self._client = None
+                raise
+        docker_anew = any(t.kind in {Kind.DOCKER_UP, Kind.DOCKER_DOWN} for t in batch)
+        host = self._snapshot(docker_anew)
+        if resync:
+            self._next_resync = now + self.settings.resync_interval
+            if only_containers and self.host is not None and self._client is not None:
+                told = snapshot.update(self._client, self.host, ids)
+                if not same_host(told, host):
+                    self.missed += 1
+                    log.warning(
+                        "resync: Docker's state differed from what its events told (a missed "
+                        "event); following the full snapshot",
+                        extra={FIELDS: {"missed": self.missed}},
+                    )
+        return host
 
     def _snapshot(self, fresh: bool) -> HostState:
         """Keep one client (and the engine version) while Docker answers; a new one after
@@ -330,6 +373,22 @@ class Daemon:
             if trigger.kind is Kind.EVENT and trigger.at:
                 age = (now - trigger.at) * 1000
                 log.debug("event handled", extra={FIELDS: {"what": trigger.what, "age_ms": age}})
+
+
+def same_host(a: HostState, b: HostState) -> bool:
+    """The same containers and quarantined objects, in whatever order."""
+
+    def containers(h: HostState) -> list[Container]:
+        return sorted(h.containers, key=lambda c: c.id)
+
+    def odd(h: HostState) -> list[Quarantined]:
+        return sorted(h.quarantined, key=lambda q: (q.kind, q.container_id or "", q.name))
+
+    return (
+        containers(a) == containers(b)
+        and odd(a) == odd(b)
+        and replace(a, containers=(), quarantined=()) == replace(b, containers=(), quarantined=())
+    )
 
 
 def _log_change(change: Change[Any], why: list[str], timings: dict[str, float]) -> None:

@@ -4,6 +4,7 @@ consumed by the main loop through a SimpleQueue (whose put is safe in a signal h
 from __future__ import annotations
 
 import queue
+import re
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -24,6 +25,9 @@ class Trigger:
     kind: Kind
     what: str = ""  # for logs: "container www-nginx start"
     at: float = 0.0  # wall-clock time the cause happened (Docker's event time), 0 if unknown
+    # the one container an event is about (its id), where reading that container again is
+    # all it takes; "" for events that change more (a network made or removed)
+    container: str = ""
 
 
 Triggers = queue.SimpleQueue[Trigger]
@@ -53,7 +57,21 @@ def event_trigger(event: dict[str, object]) -> Trigger | None:
     name = attrs.get("name") or (actor.get("ID", "")[:12] if isinstance(actor, dict) else "")
     nanos = event.get("timeNano")
     at = int(nanos) / 1e9 if isinstance(nanos, int | str) else time.time()
-    return Trigger(Kind.EVENT, f"{kind} {name} {action}", at)
+    return Trigger(Kind.EVENT, f"{kind} {name} {action}", at, _container_of(kind, action, actor))
+
+
+def _container_of(kind: object, action: str, actor: object) -> str:
+    """The container a container event, or a network (dis)connect, is about."""
+    if not isinstance(actor, dict):
+        return ""
+    attrs = actor.get("Attributes") or {}
+    found = actor.get("ID") if kind == "container" else None
+    if kind == "network" and action in ("connect", "disconnect") and isinstance(attrs, dict):
+        found = attrs.get("container")
+    return found if isinstance(found, str) and _HEX_ID.fullmatch(found) else ""
+
+
+_HEX_ID = re.compile(r"[0-9a-f]{64}")
 
 
 RELEVANT = {

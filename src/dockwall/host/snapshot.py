@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import re
 import socket
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -70,6 +71,30 @@ def take(client: docker.DockerClient, version: str | None = None) -> HostState:
     quarantined = (*odd_networks, *odd_containers)
     proxy = proxy_sockets.find(_socket_path(client))
     return HostState(containers, networks, host_interfaces(), version, quarantined, proxy)
+
+
+_HEX_ID = re.compile(r"[0-9a-f]{64}")  # a container's id as Docker gives it
+
+
+def update(client: docker.DockerClient, host: HostState, ids: Collection[str]) -> HostState:
+    """host with the containers `ids` read again and the rest as they were: for events about
+    those containers, one listing of them instead of every container's. The same listings
+    as take (running, and created not started), filtered by id. Raises DockerError as take."""
+    wanted = sorted({i for i in ids if _HEX_ID.fullmatch(i)})
+    try:
+        raw = _listed(client.api.containers(filters={"id": wanted}))
+        filters = {"status": "created", "id": wanted}
+        created = _listed(client.api.containers(all=True, filters=filters))
+        starting = _created_of(client, created)
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise DockerError(f"cannot read Docker: {exc}") from None
+    asked = set(wanted)  # (Docker's id filter matches prefixes)
+    found, odd = _each(raw, _container, _odd_container)
+    fresh = tuple(c for c in (*found, *starting) if c.id in asked)
+    kept = tuple(c for c in host.containers if c.id not in asked)
+    quarantined = tuple(q for q in host.quarantined if q.container_id not in asked)
+    odd = tuple(q for q in odd if q.container_id in asked)
+    return replace(host, containers=(*kept, *fresh), quarantined=(*quarantined, *odd))
 
 
 def _socket_path(client: docker.DockerClient) -> str | None:
@@ -197,6 +222,11 @@ def _starting(client: docker.DockerClient) -> tuple[Container, ...]:
     CREATED_INSPECT_TIMEOUT) is left out: it has no address yet, and its start event
     brings it in."""
     listed = _listed(client.api.containers(all=True, filters={"status": "created"}))
+    return _created_of(client, listed)
+
+
+def _created_of(client: docker.DockerClient, listed: list[object]) -> tuple[Container, ...]:
+    """The containers of a listing of created ones, each inspected (see _starting)."""
     if not listed:
         return ()
     found = []
@@ -283,7 +313,11 @@ def _odd_container(raw: object, reason: str) -> Quarantined:
     names = raw.get("Names") if isinstance(raw, Mapping) else None
     first = names[0] if isinstance(names, list) and names else None
     nets = tuple(ipaddress.ip_network(a) for a in found if a is not None)
-    return Quarantined("container", _label(first), reason, nets, ports=_salvaged_ports(raw))
+    cid = raw.get("Id") if isinstance(raw, Mapping) else None
+    known = cid if isinstance(cid, str) and _HEX_ID.fullmatch(cid) else None
+    return Quarantined(
+        "container", _label(first), reason, nets, ports=_salvaged_ports(raw), container_id=known
+    )
 
 
 def _salvaged_ports(raw: object) -> tuple[PublishedPort, ...]:

@@ -81,6 +81,7 @@ class Quarantined:
     key: str | None = None  # a network's name as Docker gave it, to find its containers
     bridge: str | None = None  # a network's bridge, if its name is valid (then dropped by name)
     ports: tuple[PublishedPort, ...] = ()  # a container's published ports that do parse
+    container_id: str | None = None  # a container's id, where it is one (to read it again)
 
 
 @dataclass(frozen=True)

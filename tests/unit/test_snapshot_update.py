@@ -1,0 +1,122 @@
+"""Reading only the containers an event is about (snapshot.update), the container ids events
+carry, and the daemon's choice between that and a full snapshot (with its resync)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any, cast
+
+import docker
+import pytest
+
+from dockwall.backends.base import Kernel
+from dockwall.daemon import loop
+from dockwall.daemon.loop import Daemon, Settings
+from dockwall.daemon.triggers import Kind, Trigger, event_trigger
+from dockwall.host import snapshot
+from dockwall.model.hoststate import Container, Endpoint, HostState, Network
+from dockwall.model.policy import parse_policy
+from tests.unit.test_daemon_loop import POLICY, FakeBackend
+
+A, B, C = "a" * 64, "b" * 64, "c" * 64
+
+
+def listing(cid: str, name: str, address: str) -> dict[str, Any]:
+    return {
+        "Id": cid,
+        "Names": [f"/{name}"],
+        "NetworkSettings": {"Networks": {"bridge": {"IPAddress": address}}},
+    }
+
+
+class FakeApi:
+    timeout = snapshot.API_TIMEOUT
+
+    def __init__(self, running: list[dict[str, Any]]) -> None:
+        self.running = running
+        self.asked: list[object] = []
+
+    def containers(self, all: bool = False, filters: dict[str, Any] | None = None) -> object:
+        self.asked.append(filters)
+        if all:
+            return []  # none created but not started
+        wanted = set((filters or {}).get("id", []))
+        return [r for r in self.running if not wanted or r["Id"] in wanted]
+
+
+def client(running: list[dict[str, Any]]) -> Any:
+    made = type("FakeClient", (), {})()
+    made.api = FakeApi(running)
+    return made
+
+
+NET = Network("n0", "bridge", "bridge", "docker0", (ipaddress.ip_network("192.0.2.0/24"),))
+
+
+def container(cid: str, name: str, address: str) -> Container:
+    return Container(cid, name, {}, (Endpoint("bridge", ipaddress.ip_address(address), None),))
+
+
+def test_update_reads_only_the_containers_asked_for() -> None:
+    host = HostState(
+        (container(A, "web", "192.0.2.2"), container(B, "db", "192.0.2.3")), (NET,), frozenset()
+    )
+    fake = client([listing(A, "web", "192.0.2.9"), listing(C, "new", "192.0.2.4")])
+    after = snapshot.update(cast(docker.DockerClient, fake), host, [A, B, C])
+    by_id = {c.id: c for c in after.containers}
+    assert set(by_id) == {A, C}  # B is gone (not running any more)
+    assert by_id[A].endpoints[0].ipv4 == ipaddress.ip_address("192.0.2.9")
+    assert fake.api.asked[0] == {"id": sorted([A, B, C])}
+    untouched = snapshot.update(cast(docker.DockerClient, fake), after, [C])
+    assert untouched.containers[0] is after.containers[0]  # A kept as it was
+
+
+def test_an_odd_container_read_again_replaces_its_quarantine() -> None:
+    host = HostState((container(A, "web", "192.0.2.2"),), (NET,), frozenset())
+    odd = listing(A, "web", "192.0.2.2") | {"Labels": {"x": ["not", "text"]}}
+    after = snapshot.update(cast(docker.DockerClient, client([odd])), host, [A])
+    assert after.containers == () and [q.container_id for q in after.quarantined] == [A]
+    healed = snapshot.update(
+        cast(docker.DockerClient, client([listing(A, "web", "192.0.2.2")])), after, [A]
+    )
+    assert healed.quarantined == () and [c.id for c in healed.containers] == [A]
+
+
+def test_events_name_the_container_they_are_about() -> None:
+    start = {"Type": "container", "Action": "start", "Actor": {"ID": A, "Attributes": {}}}
+    assert event_trigger(start) == Trigger(Kind.EVENT, f"container {A[:12]} start", pytest.approx(
+        event_trigger(start).at  # type: ignore[union-attr]
+    ), A)  # fmt: skip
+    joined = {"Type": "network", "Action": "connect", "Actor": {"ID": "n" * 64,
+              "Attributes": {"container": B, "name": "back"}}}  # fmt: skip
+    assert event_trigger(joined).container == B  # type: ignore[union-attr]
+    made = {"Type": "network", "Action": "create", "Actor": {"ID": "n" * 64}}
+    assert event_trigger(made).container == ""  # type: ignore[union-attr]
+    odd = {"Type": "container", "Action": "start", "Actor": {"ID": "../x"}}
+    assert event_trigger(odd).container == ""  # type: ignore[union-attr]
+
+
+def test_the_daemon_reads_only_the_events_containers_and_resyncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_bytes(POLICY)
+    settings = Settings(policy, None, check_interval=1.0, watch_kernel=False, resync_interval=60)
+    made = Daemon(settings, Kernel(FakeBackend()), parse_policy(POLICY, str(policy)))  # type: ignore[arg-type]
+    monkeypatch.setattr(loop.record, "save", lambda *args: None)
+    full = HostState((container(A, "web", "192.0.2.2"),), (NET,), frozenset())
+    takes: list[bool] = []
+    monkeypatch.setattr(made, "_snapshot", lambda fresh: takes.append(fresh) or full)
+    made.reconcile([Trigger(Kind.DOCKER_UP, "start")])
+    assert takes == [True] and made.host is full
+    made._client = cast(docker.DockerClient, client([listing(A, "web", "192.0.2.7")]))
+    event = Trigger(Kind.EVENT, "container web start", 0.0, A)
+    made.reconcile([event])
+    assert takes == [True]  # not a full snapshot: only web was read again
+    assert made.host.containers[0].endpoints[0].ipv4 == ipaddress.ip_address("192.0.2.7")
+    made.reconcile([Trigger(Kind.EVENT, "network made", 0.0, "")])
+    assert takes == [True, False]  # an event about more than one container: everything
+    made._next_resync = 0.1  # due: the next batch of container events takes everything
+    made.reconcile([event])  # the full snapshot (web at .2) is not what the event told (.7)
+    assert takes == [True, False, False] and made.missed == 1
