@@ -120,3 +120,14 @@ def test_the_daemon_reads_only_the_events_containers_and_resyncs(
     made._next_resync = 0.1  # due: the next batch of container events takes everything
     made.reconcile([event])  # the full snapshot (web at .2) is not what the event told (.7)
     assert takes == [True, False, False] and made.missed == 1
+    # With no event at all, the loop makes a RESYNC trigger once one is due; a full snapshot
+    # equal to what the daemon holds is no missed event, one that differs is.
+    made._next_resync = 0.1
+    assert made._resync_due()
+    made.reconcile([Trigger(Kind.RESYNC, "periodic resync")])
+    assert takes == [True, False, False, False] and made.missed == 1
+    assert not made._resync_due()  # the next one is resync_interval away
+    made._next_resync = 0.1
+    full = HostState((container(A, "web", "192.0.2.5"),), (NET,), frozenset())
+    made.reconcile([Trigger(Kind.RESYNC, "periodic resync")])
+    assert made.missed == 2 and made.host is full

@@ -41,7 +41,7 @@ DRIFT = "drift: the installed rules were changed by someone"
 FIRST_EVENT_WAIT = 5.0  # seconds to wait at start for the event stream to connect
 CHECK_BUDGET = 0.05  # the drift check may use at most this share of one core
 CHECK_KINDS = {Kind.FIREWALL_RELOADED, Kind.KERNEL_CHANGED}
-SNAPSHOT_KINDS = {Kind.EVENT, Kind.DOCKER_UP, Kind.DOCKER_DOWN, Kind.RELOAD}
+SNAPSHOT_KINDS = {Kind.EVENT, Kind.DOCKER_UP, Kind.DOCKER_DOWN, Kind.RELOAD, Kind.RESYNC}
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class Settings:
     policy_path: Path
     docker_host: str | None
     check_interval: float = 1.0  # seconds between drift checks
-    resync_interval: float = 60.0  # seconds: a batch of container events then reads all
+    resync_interval: float = 60.0  # seconds between full snapshots that look for a missed event
     debounce: float = 0.0  # extra wait after a trigger (0: none; for comparisons only)
     watch_kernel: bool = True  # follow nftables' change stream to repair at once
 
@@ -102,7 +102,7 @@ class Daemon:
     _watching: bool = False  # nftables' change stream is followed: someone else's change is told
     _unconfirmed_delta: bool = False  # the last write was a delta no read has confirmed since
     _compiled: tuple[Policy, Compiled] | None = None  # the last compile, and of which policy
-    _next_resync: float = 0.0  # (monotonic) when the next batch of events takes a full snapshot
+    _next_resync: float = 0.0  # (monotonic) when the next full snapshot is due
     missed: int = 0  # resyncs that found what the events had not told
 
     def run(self) -> None:
@@ -141,10 +141,7 @@ class Daemon:
         ping = service_manager.watchdog_interval()
         while True:
             timeout = next_check - time.monotonic()
-            batch = wait(self.triggers, min(timeout, ping) if ping else timeout)
-            if batch and self.settings.debounce:
-                time.sleep(self.settings.debounce)
-                batch += wait(self.triggers, 0)
+            batch = self._next_batch(min(timeout, ping) if ping else timeout)
             action = next_action(batch, time.monotonic(), next_check)
             if action.stop:
                 return
@@ -162,6 +159,16 @@ class Daemon:
                 next_check = time.monotonic() + self._check_pause(took)
             if ping:
                 service_manager.notify("WATCHDOG=1")
+
+    def _next_batch(self, timeout: float) -> list[Trigger]:
+        """What came within timeout; a RESYNC if nothing did and one is due."""
+        batch = wait(self.triggers, timeout)
+        if not batch and self._resync_due():
+            batch = [Trigger(Kind.RESYNC, "periodic resync", time.time())]
+        if batch and self.settings.debounce:
+            time.sleep(self.settings.debounce)
+            batch += wait(self.triggers, 0)
+        return batch
 
     def _check_pause(self, took: float) -> float:
         """The check interval, stretched so that checking a very large ruleset costs at most
@@ -242,16 +249,21 @@ class Daemon:
         answers = {Kind.DOCKER_UP, Kind.EVENT, Kind.RELOAD}
         return self.host is None and self.applied is not None and not kinds & answers
 
-    def _read_host(self, batch: list[Trigger]) -> HostState:
-        """Only the containers the batch's events are about, where each is about one and the
-        last snapshot is known (snapshot.update); else everything (snapshot.take), which
-        every RESYNC_INTERVAL also checks what the events told against (a missed event)."""
-        ids = {t.container for t in batch}
-        only_containers = all(t.kind is Kind.EVENT for t in batch) and "" not in ids
+    def _resync_due(self) -> bool:
         now = time.monotonic()
         if self._next_resync == 0.0:
             self._next_resync = now + self.settings.resync_interval
-        resync = now >= self._next_resync
+        return self.host is not None and now >= self._next_resync
+
+    def _read_host(self, batch: list[Trigger]) -> HostState:
+        """Only the containers the batch's events are about, where each is about one and the
+        last snapshot is known (snapshot.update); else everything (snapshot.take). Every
+        resync_interval the whole host is read even for such a batch (or for none: a RESYNC
+        trigger), and what the events told is compared with it: a difference is a missed
+        event, counted and logged."""
+        ids = {t.container for t in batch if t.kind is not Kind.RESYNC}
+        only_containers = all(t.kind in {Kind.EVENT, Kind.RESYNC} for t in batch) and "" not in ids
+        resync = self._resync_due()
         if only_containers and not resync and self.host is not None and self._client:
             try:
                 return snapshot.update(self._client, self.host, ids)
@@ -259,11 +271,12 @@ class Daemon:
                 self._client = None
                 raise
         docker_anew = any(t.kind in {Kind.DOCKER_UP, Kind.DOCKER_DOWN} for t in batch)
+        before, client = self.host, self._client
         host = self._snapshot(docker_anew)
         if resync:
-            self._next_resync = now + self.settings.resync_interval
-            if only_containers and self.host is not None and self._client is not None:
-                told = snapshot.update(self._client, self.host, ids)
+            self._next_resync = time.monotonic() + self.settings.resync_interval
+            if only_containers and before is not None and client is not None:
+                told = snapshot.update(client, before, ids) if ids else before
                 if not same_host(told, host):
                     self.missed += 1
                     log.warning(

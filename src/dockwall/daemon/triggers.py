@@ -18,6 +18,7 @@ class Kind(Enum):
     FIREWALL_RELOADED = "firewall-reloaded"  # firewalld said it reloaded: check at once
     KERNEL_CHANGED = "kernel-changed"  # nftables changed a filter table: check at once
     STOP = "stop"  # SIGTERM/SIGINT
+    RESYNC = "resync"  # the slow periodic full snapshot, to find a missed event
 
 
 @dataclass(frozen=True)
