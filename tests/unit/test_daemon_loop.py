@@ -11,9 +11,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from dockwall import record
 from dockwall.backends.base import Change, FamilyChange, Kernel, Transaction
+from dockwall.cli import app
+from dockwall.cli import commands as cli
 from dockwall.daemon import loop
 from dockwall.daemon.loop import Action, Daemon, Settings, next_action
 from dockwall.daemon.triggers import Kind, Trigger
@@ -341,3 +344,23 @@ def test_a_ruleset_governing_between_asks_for_bridge_filtering_first() -> None:
 
 def host_allows() -> tuple[Allow, ...]:
     return (Allow("web", 1, ("any",), None, None, (ipaddress.ip_network("192.0.2.2"),), None),)
+
+
+def test_run_hands_each_option_to_the_setting_of_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A setting added to Settings once shifted the CLI's positional arguments: --watch-kernel
+    became a 1 s debounce. Each option must reach the setting it names."""
+    policy_path = tmp_path / "policy.yaml"
+    policy_path.write_text("version: 1\nrules:\n  - name: admins\n    from: [198.51.100.10]\n")
+    seen: list[Settings] = []
+    monkeypatch.setattr(loop, "start", lambda settings, *rest: seen.append(settings))
+    monkeypatch.setattr(app, "choose_backend", lambda *args: "nftables")
+    monkeypatch.setattr(app, "backend", lambda name: Kernel(FakeBackend()))
+    argv = ["run", "-p", str(policy_path), "--check-interval", "2.5", "--debounce", "0.25"]
+    done = CliRunner().invoke(cli.main, [*argv, "--no-watch-kernel"])
+    assert done.exit_code == 0, done.output
+    assert seen == [
+        Settings(policy_path, None, check_interval=2.5, debounce=0.25, watch_kernel=False)
+    ]
+    assert seen[0].resync_interval == 60.0

@@ -374,7 +374,13 @@ def run(
       dockwall run -p /etc/dockwall/policy.yaml
     """
     logfmt.setup(log_level)
-    settings = loop.Settings(policy_path, docker_host, check_interval, debounce, watch_kernel)
+    settings = loop.Settings(
+        policy_path,
+        docker_host,
+        check_interval=check_interval,
+        debounce=debounce,
+        watch_kernel=watch_kernel,
+    )
     policy = load_policy(policy_path)
     kernel = app.backend(app.choose_backend(backend, policy, docker_host))
     kernel.backend.deltas = deltas

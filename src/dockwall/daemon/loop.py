@@ -12,7 +12,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -78,6 +78,7 @@ def next_action(batch: list[Trigger], now: float, next_check: float) -> Action:
 class Settings:
     policy_path: Path
     docker_host: str | None
+    _: KW_ONLY  # the rest by name: a new setting can't shift what a caller meant
     check_interval: float = 1.0  # seconds between drift checks
     resync_interval: float = 60.0  # seconds between full snapshots that look for a missed event
     debounce: float = 0.0  # extra wait after a trigger (0: none; for comparisons only)
@@ -201,7 +202,7 @@ class Daemon:
     def reconcile(self, batch: list[Trigger], read_kernel: bool = True) -> None:
         """Snapshot Docker, compile, and make the kernel match. read_kernel=False trusts
         what the last apply left (the batch is only Docker's events, no check is due)."""
-        began = time.monotonic()
+        began, received = time.monotonic(), time.time()
         if self._away(batch):
             if read_kernel:
                 self.check_drift()
@@ -236,7 +237,7 @@ class Daemon:
         if self._enforce(compiled.ruleset, why, read_kernel):
             self._record(compiled.ruleset, host)
         self.host = host
-        self._latencies(batch)
+        self._latencies(batch, received)
 
     def _away(self, batch: list[Trigger]) -> bool:
         """Docker is away (it went, or never answered, and rules for that are applied) and
@@ -380,12 +381,16 @@ class Daemon:
         except DockwallError:
             return False
 
-    def _latencies(self, batch: list[Trigger]) -> None:
+    def _latencies(self, batch: list[Trigger], received: float) -> None:
+        """Each event's age once its rules are in the kernel, and where the time went:
+        queued_ms from Docker's timestamp until this reconcile began (the event's way to
+        dockwall, its decoding, a batch before it), then this reconcile's stages."""
         now = time.time()
         for trigger in batch:
             if trigger.kind is Kind.EVENT and trigger.at:
-                age = (now - trigger.at) * 1000
-                log.debug("event handled", extra={FIELDS: {"what": trigger.what, "age_ms": age}})
+                stages = {"queued_ms": (received - trigger.at) * 1000, **self._timings}
+                fields = {"what": trigger.what, "age_ms": (now - trigger.at) * 1000, **stages}
+                log.debug("event handled", extra={FIELDS: fields})
 
 
 def same_host(a: HostState, b: HostState) -> bool:
