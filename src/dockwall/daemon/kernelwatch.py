@@ -3,8 +3,9 @@ check: iptables-nft and nft both write through nftables, whose changes the kerne
 (read by rule_changes.py, in the words of `nft monitor`).
 
 Each transaction ends with "# new generation N by process PID (name)": a transaction of
-dockwall's own (its process, or one of its latest children) wakes nothing, so a container
-start costs no readback of the whole table.
+dockwall's own (its process, or one of its latest children) wakes nothing, nor does one of
+Docker's that only writes its own chains behind dockwall's jumps (AFTER_DOCKWALL), so a
+container start costs no readback of the whole table.
 
 On a host using iptables-legacy (which nftables doesn't see), or where the stream can't be
 subscribed to, the timed drift check is the only guard.
@@ -30,6 +31,15 @@ log = logging.getLogger(__name__)
 # tables (`ip docker-bridges`: their chains are "type filter" too), which Docker rewrites on
 # every container start and stop and which change nothing of dockwall's.
 WATCHED = re.compile(r"\w+ \w+ (?:ip|ip6|inet) (?:filter|dockwall)(?:\s|$)")
+# Docker's own chains in iptables' filter table, which traffic reaches only after dockwall's
+# jumps at the top of FORWARD and DOCKER-USER (and never on INPUT): what Docker writes there
+# at every container start and stop (a published port's rule in DOCKER) can't lead traffic
+# around dockwall's chains, so it asks for no readback of the whole ruleset. A transaction
+# that also touches anything else still wakes the daemon.
+AFTER_DOCKWALL = re.compile(
+    r"\w+ (?:rule|chain) (?:ip|ip6) filter (?:DOCKER|DOCKER-FORWARD|DOCKER-BRIDGE|DOCKER-CT"
+    r"|DOCKER-ISOLATION-STAGE-1|DOCKER-ISOLATION-STAGE-2)(?:\s|$)"
+)
 GENERATION = re.compile(r"# new generation \d+(?: by process (\d+) \((.*)\))?")
 
 
@@ -46,7 +56,7 @@ class Transactions:
         and who did it; else None."""
         end = GENERATION.match(line)
         if end is None:
-            if not self._touched and WATCHED.match(line):
+            if not self._touched and WATCHED.match(line) and not AFTER_DOCKWALL.match(line):
                 self._touched = line.strip()[:200]
             return None
         touched, self._touched = self._touched, ""
