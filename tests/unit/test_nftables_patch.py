@@ -181,3 +181,21 @@ def test_host_ports_coming_and_going_are_set_elements_too() -> None:
     assert patched.chains is rendered.chains
     changed = {new.name for old, new in zip(rendered.sets, patched.sets, strict=True) if old != new}
     assert changed == {"dst4_tcp-web", "lsn4-web", "listen4"}
+
+
+def test_a_rules_only_container_restarting_is_elements_each_way() -> None:
+    """No churn: web's rules and sets stay while it has no container (with its host port,
+    as a published container has), so its only container stopping and starting again
+    patches elements and reuses every chain."""
+    one = LISTENERS[0]
+    running = Ruleset(
+        ("docker0",), ("br-",), (replace(web((HOSTS[0],)), listeners=(one,)),), Verdict.DROP,
+        listeners=(one,),
+    )  # fmt: skip
+    stopped = replace(running, allows=(replace(web(()), listeners=()),), listeners=())
+    rendered = render.render(running)
+    gone = patch.patch(running, rendered, stopped)
+    assert gone is not None and gone == render.render(stopped)
+    assert gone.chains is rendered.chains
+    back = patch.patch(stopped, gone, running)
+    assert back == rendered and back is not None and back.chains is rendered.chains
