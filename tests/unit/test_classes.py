@@ -108,3 +108,22 @@ def test_a_new_class_or_a_changed_port_is_rendered_whole() -> None:
     assert classes.moves(index, new_class) is None
     other_port = replace(before.allows[0], ports=(PortRange(Proto.TCP, 1, 1),))
     assert classes.moves(index, replace(before, allows=(other_port, before.allows[1]))) is None
+
+
+def test_a_rules_only_container_restarting_is_one_member_each_way() -> None:
+    """No class churn: r0's class is there while r0 has no container (an empty set and its
+    chain), so its only container stopping and starting again moves one member each way,
+    and the chains stay exactly as rendering everything gives them."""
+    web = ipaddress.ip_network("192.0.2.1")
+    running = Ruleset(("docker0",), ("br-",), (allow(0, None, [web]),), Verdict.DROP)
+    stopped = replace(running, allows=(allow(0, None, []),))
+    index = classes.index(running, {f: running.in_family(f) for f in FAMILIES})
+    gone = classes.moves(index, stopped)
+    assert gone is not None and gone[1][Family.V4] == [classes.Move(web, ("r0",), ())]
+    back = classes.moves(gone[0], running)
+    assert back is not None and back[1][Family.V4] == [classes.Move(web, (), ("r0",))]
+    for family in FAMILIES:
+        assert render.render(family, stopped.in_family(family)) == render.render(
+            family, running.in_family(family)
+        )
+    assert sets_of(stopped)[Family.V4] == {ipsets.class_set(Family.V4, ("r0",)): frozenset()}

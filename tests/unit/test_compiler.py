@@ -40,14 +40,18 @@ def test_seed_allows() -> None:
     assert result.warnings == ()
 
 
-def test_family_narrowing_drops_allows_that_match_nothing_there() -> None:
+def test_family_narrowing_drops_allows_whose_sources_leave_nothing_there() -> None:
+    """An allow whose sources have no address in a family is gone there; one whose
+    containers have none there now (nobody-yet selects no container at all) stays, matching
+    nothing, so that a container coming changes set elements, not rules."""
     ruleset = compiled("selectors-and-reject").ruleset
     v6 = ruleset.in_family(Family.V6)
     assert [a.rule for a in v6.allows] == ["dns", "dbnet-from-one-host"]
     v4 = ruleset.in_family(Family.V4)
-    assert [a.rule for a in v4.allows] == ["metrics", "dns", "dbnet-from-one-host"]
+    assert [a.rule for a in v4.allows] == ["metrics", "dns", "dbnet-from-one-host", "nobody-yet"]
     dns = v4.allows[1]
     assert dns.destinations == (net("192.0.2.12/32"), net("192.0.2.13/32"))
+    assert v4.allows[3].destinations == () and v4.allows[3].listeners == ()
 
 
 def test_warnings_for_unmatched_selector_and_unknown_interface() -> None:
@@ -57,7 +61,7 @@ def test_warnings_for_unmatched_selector_and_unknown_interface() -> None:
     )
     result = compile_policy(policy, load_host(SCENARIOS / "seed" / "host.yaml"))
     assert result.ruleset.allows[0].destinations == ()
-    assert result.ruleset.in_family(Family.V4).allows == ()
+    assert [a.destinations for a in result.ruleset.in_family(Family.V4).allows] == [()]
     assert any("matches no running container" in w for w in result.warnings)
     assert any("'eth9' names no interface" in w for w in result.warnings)
 

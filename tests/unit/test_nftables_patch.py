@@ -154,11 +154,14 @@ def test_unchanged_sets_and_chains_are_the_same_objects() -> None:
 def test_a_rule_appearing_or_a_changed_frame_renders_whole() -> None:
     before = Ruleset(("docker0",), ("br-",), (web(tuple(HOSTS[:1])),), Verdict.DROP)
     rendered = render.render(before)
-    v6_too = replace(before, allows=(web((HOSTS[0], HOSTS[-1])),))  # a rule for IPv6 appears
-    assert patch.patch(before, rendered, v6_too) is None
     assert patch.patch(before, rendered, replace(before, bridges=("docker0", "br-x"))) is None
-    assert patch.patch(before, rendered, replace(before, allows=())) is None
-    assert model.text(render.render(v6_too)).count("dst6_tcp-web") == 2
+    assert patch.patch(before, rendered, replace(before, allows=())) is None  # a rule goes
+    # A family's first container: its rule was there already, matching nothing (an empty
+    # set), so only elements change.
+    v6_too = replace(before, allows=(web((HOSTS[0], HOSTS[-1])),))
+    assert model.text(rendered).count("dst6_tcp-web") == 2
+    patched = patch.patch(before, rendered, v6_too)
+    assert patched == render.render(v6_too) and patched.chains is rendered.chains
 
 
 def test_host_ports_coming_and_going_are_set_elements_too() -> None:
@@ -178,3 +181,21 @@ def test_host_ports_coming_and_going_are_set_elements_too() -> None:
     assert patched.chains is rendered.chains
     changed = {new.name for old, new in zip(rendered.sets, patched.sets, strict=True) if old != new}
     assert changed == {"dst4_tcp-web", "lsn4-web", "listen4"}
+
+
+def test_a_rules_only_container_restarting_is_elements_each_way() -> None:
+    """No churn: web's rules and sets stay while it has no container (with its host port,
+    as a published container has), so its only container stopping and starting again
+    patches elements and reuses every chain."""
+    one = LISTENERS[0]
+    running = Ruleset(
+        ("docker0",), ("br-",), (replace(web((HOSTS[0],)), listeners=(one,)),), Verdict.DROP,
+        listeners=(one,),
+    )  # fmt: skip
+    stopped = replace(running, allows=(replace(web(()), listeners=()),), listeners=())
+    rendered = render.render(running)
+    gone = patch.patch(running, rendered, stopped)
+    assert gone is not None and gone == render.render(stopped)
+    assert gone.chains is rendered.chains
+    back = patch.patch(stopped, gone, running)
+    assert back == rendered and back is not None and back.chains is rendered.chains

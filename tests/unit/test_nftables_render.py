@@ -69,14 +69,19 @@ def test_overlapping_sources_and_ports_are_merged_so_interval_sets_accept_them()
     )
     assert found["src4-a"] == ("203.0.113.0/28",)
     assert found["dst4_tcp-a"] == ("192.0.2.2 . 80-90",)
-    assert "src6-a" not in found  # no IPv6 destination: the allow says nothing in IPv6
+    # no IPv6 container now: the IPv6 rule stays, matching nothing until one comes
+    assert found["src6-a"] == ("2001:db8::1",) and found["dst6_tcp-a"] == ()
 
 
 def test_set_names_of_two_rules_never_collide() -> None:
     dst = (net("192.0.2.2/32"),)
     tcp = (PortRange(Proto.TCP, 80, 80),)
     names = sets(ruleset(allow("tcp-x", destinations=dst), allow("x", destinations=dst, ports=tcp)))
-    assert set(names) == {"dst4-tcp-x", "dst4_tcp-x", "listen4", "listen6"}
+    assert set(names) == {
+        "dst4-tcp-x", "dst6-tcp-x", "lsn4-tcp-x", "lsn6-tcp-x",  # rule tcp-x
+        "dst4_tcp-x", "dst6_tcp-x", "lsn4-x", "lsn6-x",  # rule x
+        "listen4", "listen6",
+    }  # fmt: skip
 
 
 def test_a_bridge_a_wildcard_covers_is_left_to_the_wildcard() -> None:
@@ -111,12 +116,16 @@ def test_drops_are_logged_under_the_first_logging_rule_naming_the_container() ->
     first = allow("first", destinations=dst, ports=(PortRange(Proto.TCP, 80, 80),), log=True)
     second = allow("second", destinations=dst, log=True)
     table = render.render(ruleset(first, second))
-    assert {c.name for c in table.chains} == {"forward", "governed", "log-first", "input", "proxy"}
-    assert governed(ruleset(first, second))[-3:] == [
+    chains = {"forward", "governed", "log-first", "log-second", "input", "proxy"}
+    assert {c.name for c in table.chains} == chains
+    assert governed(ruleset(first, second))[-5:] == [
         "ip daddr @log4-first goto log-first",
         "ip6 daddr @log6-first goto log-first",
+        "ip daddr @log4-second goto log-second",  # (empty: first names them first)
+        "ip6 daddr @log6-second goto log-second",
         "counter drop",
     ]
+    assert {s.name: s.elements for s in table.sets}["log4-second"] == ()
 
 
 def test_the_transaction_replaces_the_table_whole() -> None:

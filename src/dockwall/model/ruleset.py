@@ -54,11 +54,13 @@ class Allow:
         return f"{self.rule} ({sources}{via})"
 
     def in_family(self, family: Family) -> Allow | None:
-        """This allow narrowed to one address family, or None if it matches nothing there."""
+        """This allow narrowed to one address family, or None where its sources leave
+        nothing there. The containers it selects may be none there for now: the allow stays
+        (matching nothing), so a container coming or going changes set elements, not rules."""
         sources = _only(self.sources, family)
         destinations = _only(self.destinations, family)
         listeners = _listening(self.listeners, family)
-        if sources == () or (destinations == () and not listeners):
+        if sources == ():
             return None
         return replace(self, sources=sources, destinations=destinations, listeners=listeners)
 

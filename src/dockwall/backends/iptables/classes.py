@@ -4,9 +4,11 @@ container coming or going is worked out from what changed, not from everything. 
 A class is the set of allows that name an address (render.py gives each class a chain,
 ipsets.py a set of its addresses). When a new Ruleset differs from the last one only in
 which addresses some allows name, and every address moves into a class that already exists
-(and no class is left empty), the chains stay exactly as they are and the change is a few
-set members: `moves` says which. Anything else (a class appears or empties, a source, port,
-interface or bridge changed) is None, and the caller renders everything.
+(and no class is left empty; an allow's own class, the containers only it names, is always
+there, even empty), the chains stay exactly as they are and the change is a few set
+members: `moves` says which. Anything else (a class of several allows appears or empties,
+a source, port, interface, bridge or host port changed) is None, and the caller renders
+everything.
 """
 
 from __future__ import annotations
@@ -27,12 +29,16 @@ def destination_classes(
     same allows form one class. Classes are ordered by the positions of their allows, so
     which classes there are (and their order) depends only on the groupings that exist, not
     on which containers are in them: a container joining an existing class changes nothing
-    but that class's members."""
+    but that class's members. Each allow that selects containers has its own class (the
+    containers only it names) even while it has none, so that a rule's only container going
+    and coming back (a restart) moves one set member and renders no chain."""
     covering: dict[IPNetwork, list[int]] = {}
+    classes: dict[tuple[int, ...], list[IPNetwork]] = {}
     for position, allow in enumerate(allows):
+        if allow.destinations is not None:
+            classes[(position,)] = []
         for destination in allow.destinations or ():
             covering.setdefault(destination, []).append(position)
-    classes: dict[tuple[int, ...], list[IPNetwork]] = {}
     for destination, positions in covering.items():
         classes.setdefault(tuple(positions), []).append(destination)
     return [(classes[key], [allows[p] for p in key]) for key in sorted(classes)]
@@ -73,7 +79,13 @@ def moves(last: Index, new: Ruleset) -> tuple[Index, dict[Family, list[Move]]] |
     order = {a.rule: position for position, a in enumerate(new.allows)}
     keys, sizes, found = dict(last.keys), dict(last.sizes), {}
     for family in last.keys:
-        result = _family_moves(family, changed, last.keys[family], last.sizes[family], order)
+        version = 4 if family is Family.V4 else 6
+        own: set[Key] = {
+            (a.rule,) for a in new.allows if a.destinations is not None and _in_family(a, version)
+        }
+        result = _family_moves(
+            family, changed, last.keys[family], last.sizes[family], order, own=own
+        )
         if result is None:
             return None
         keys[family], sizes[family], found[family] = result
@@ -86,11 +98,13 @@ def _family_moves(
     keys: dict[IPNetwork, Key],
     sizes: Counter[Key],
     order: dict[str, int],
+    *,
+    own: set[Key],
 ) -> tuple[dict[IPNetwork, Key], Counter[Key], list[Move]] | None:
     gained, lost = _named(family, changed)
     if not gained and not lost:
         return keys, sizes, []
-    existing = set(sizes)
+    existing = set(sizes) | own  # (each allow's own class is rendered even when empty)
     keys, sizes, found = dict(keys), Counter(sizes), []
     for address in gained.keys() | lost.keys():
         old = keys.get(address, ())
@@ -107,7 +121,7 @@ def _family_moves(
             del keys[address]
         found.append(Move(address, old, new))
     sizes = +sizes
-    if set(sizes) != existing:
+    if set(sizes) | own != existing:
         return None  # a class emptied or appeared: its chain goes or comes
     return keys, sizes, found
 

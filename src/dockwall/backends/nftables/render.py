@@ -196,17 +196,18 @@ def _unseen_listeners(where: ProxyCgroup | None) -> list[Rule]:
 
 def proxy_rules(allow: Allow, sets: dict[str, NftSet]) -> list[Rule]:
     """An allow on the proxy path: one for every container matches there as in governed
-    (its rules name no destination); any other, its own listeners, per family."""
+    (its rules name no destination); any other, its own listeners, per family (a set that
+    may be empty for now: a container's host ports coming or going change its elements)."""
     if allow.destinations is None:
         return allow_rules(allow, sets)
     rules = []
     for family in FAMILIES:
         one = allow.in_family(family)
-        if one is None or not one.listeners:
+        if one is None:
             continue
         name = checked_name(allow.rule)
         kind = _listener_type(family)
-        found = _add(sets, f"lsn{_DIGIT[family]}-{name}", kind, _listening(one.listeners))
+        found = _add(sets, f"lsn{_DIGIT[family]}-{name}", kind, _listening(one.listeners or ()))
         head = _head(one, family, name, sets)
         rules.append(
             Rule((*head, f"{_listened(family)} @{found}", "counter", "accept"), f"dockwall:{name}")
@@ -310,8 +311,6 @@ def _head(allow: Allow, family: Family | None, name: str, sets: dict[str, NftSet
 
 def _allow_in(allow: Allow, family: Family | None, sets: dict[str, NftSet]) -> list[Rule]:
     name = checked_name(allow.rule)
-    if allow.destinations == ():  # only listeners in this family: the proxy path's
-        return []
     head = _head(allow, family, name, sets)
     tails = _targets(allow, family, name, sets)
     tail = ("counter", "accept")
@@ -401,7 +400,7 @@ def logging_rules(ruleset: Ruleset, sets: dict[str, NftSet]) -> tuple[list[Rule]
     for name, by_family in _log_destinations(ruleset).items():
         checked = checked_name(name)
         for family in FAMILIES:
-            if by_family.get(family):
+            if family in by_family:
                 digit = _DIGIT[family]
                 found = _add(sets, f"log{digit}-{checked}", _ADDR[family], by_family[family])
                 rules.append(Rule((f"{_IP[family]} daddr @{found}", f"goto {LOG_PREFIX}{checked}")))
@@ -411,12 +410,17 @@ def logging_rules(ruleset: Ruleset, sets: dict[str, NftSet]) -> tuple[list[Rule]
 
 
 def _log_destinations(ruleset: Ruleset) -> dict[str, dict[Family, list[str]]]:
+    """Per rule that logs and selects containers, and per family it has sources in, the
+    containers it is the first logging rule to name: maybe none for now (the set stays, so
+    its containers coming and going change elements)."""
     first_logger: dict[IPNetwork, str] = {}
+    grouped: dict[str, dict[Family, list[IPNetwork]]] = {}
     for allow in ruleset.allows:
+        if allow.log and allow.destinations is not None:
+            grouped[allow.rule] = {f: [] for f in FAMILIES if allow.in_family(f) is not None}
         for destination in allow.destinations or ():
             if allow.log:
                 first_logger.setdefault(destination, allow.rule)
-    grouped: dict[str, dict[Family, list[IPNetwork]]] = {}
     for destination, name in first_logger.items():
         grouped.setdefault(name, {}).setdefault(Family.of(destination), []).append(destination)
     return {
