@@ -21,8 +21,11 @@ distinct addresses (each rule selects the containers of one label), the same --c
 and dies measured with each --backends backend, first on the empty host, then once --big
 busybox sleepers on --networks user-defined networks run beside them. Each event's time is
 shown per stage, as the daemon logs it: queued (Docker's timestamp until dockwall begins:
-the event's way to dockwall and its decoding), snapshot, compile, plan (render, read, diff),
-write, and the whole. Then each backend's idle RSS on the empty and on the big host.
+the event's way to dockwall, its decoding, and a reconcile or drift check before it),
+snapshot, compile, explain (the log line's words), plan (render, read, diff), apply (the
+write), the whole (event -> rules in the kernel), and then the apply record (written after
+the kernel has the rules, before the next event is looked at). Then each backend's idle RSS
+on the empty and on the big host. A stage an event's reconcile did not reach counts as 0.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ HANDLED = re.compile(
     r'msg="event handled" what="container (bench-\d+) (start|die)" age_ms=([\d.]+)(.*)'
 )
 FIELD = re.compile(r"(\w+)_ms=([\d.]+)")
-STAGES = ("queued", "snapshot", "compile", "plan", "apply", "age")
+STAGES = ("queued", "snapshot", "compile", "explain", "plan", "apply", "age", "record")
 
 
 def pick(values: list[float], q: float) -> float:
@@ -197,7 +200,9 @@ def stage_table(title: str, found: dict[str, dict[str, list[float]]]) -> None:
     for action in ("start", "die"):
         print(f"  {title} {action}:")
         for stage in STAGES:
-            label = "whole (event -> kernel)" if stage == "age" else stage
+            label = {"age": "whole (event -> kernel)", "record": "then the apply record"}.get(
+                stage, stage
+            )
             print(f"    {label:24s} {percentiles(found[action][stage])}")
 
 

@@ -222,6 +222,7 @@ class Daemon:
         self._timings["compile_ms"] = (time.monotonic() - began) * 1000 - self._timings[
             "snapshot_ms"
         ]
+        explaining = time.monotonic()
         why = describe.host_changes(self.host, host)
         why += policydiff.rule_changes(self.applied, compiled.ruleset, host.names())
         odd = {quarantine_warning(q) for q in host.quarantined}
@@ -234,10 +235,15 @@ class Daemon:
             if self.applied is None or new:
                 log.warning(warning)
         self._quarantined = odd  # each quarantine is logged once, when first seen
-        if self._enforce(compiled.ruleset, why, read_kernel):
+        self._timings["explain_ms"] = (time.monotonic() - explaining) * 1000
+        wrote = self._enforce(compiled.ruleset, why, read_kernel)
+        in_kernel = time.time()
+        if wrote:
+            recording = time.monotonic()
             self._record(compiled.ruleset, host)
+            self._timings["record_ms"] = (time.monotonic() - recording) * 1000
         self.host = host
-        self._latencies(batch, received)
+        self._latencies(batch, received, in_kernel)
 
     def _away(self, batch: list[Trigger]) -> bool:
         """Docker is away (it went, or never answered, and rules for that are applied) and
@@ -381,15 +387,16 @@ class Daemon:
         except DockwallError:
             return False
 
-    def _latencies(self, batch: list[Trigger], received: float) -> None:
-        """Each event's age once its rules are in the kernel, and where the time went:
-        queued_ms from Docker's timestamp until this reconcile began (the event's way to
-        dockwall, its decoding, a batch before it), then this reconcile's stages."""
-        now = time.time()
+    def _latencies(self, batch: list[Trigger], received: float, in_kernel: float) -> None:
+        """Each event's age once its rules are in the kernel (age_ms), and where the time
+        went: queued_ms from Docker's timestamp until this reconcile began (the event's way
+        to dockwall, its decoding, a reconcile before it), then this reconcile's stages
+        (record_ms, writing the apply record, comes after the kernel has the rules)."""
         for trigger in batch:
             if trigger.kind is Kind.EVENT and trigger.at:
                 stages = {"queued_ms": (received - trigger.at) * 1000, **self._timings}
-                fields = {"what": trigger.what, "age_ms": (now - trigger.at) * 1000, **stages}
+                age = (in_kernel - trigger.at) * 1000
+                fields = {"what": trigger.what, "age_ms": age, **stages}
                 log.debug("event handled", extra={FIELDS: fields})
 
 
