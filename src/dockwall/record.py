@@ -53,7 +53,7 @@ def save(policy: str, sha256: str, ruleset: Ruleset, host: HostState) -> None:
     target = path()
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = target.with_suffix(".tmp")
-    temp.write_text(json.dumps(doc, indent=1))
+    temp.write_text(json.dumps(doc, separators=(",", ":")))
     temp.replace(target)
 
 
@@ -206,7 +206,26 @@ def _from_listeners(found: list[list[Any]] | None) -> tuple[Listener, ...] | Non
 
 
 def _nets(nets: tuple[Any, ...] | None) -> list[str] | None:
-    return None if nets is None else [str(n) for n in nets]
+    if nets is None:
+        return None
+    if len(nets) < _REMEMBERED_FROM:
+        return [str(n) for n in nets]
+    # A policy's large source lists are the same tuple objects in every compile (policy
+    # canonical): the daemon writes the record at every change, and spelling 10,000
+    # addresses out each time would cost it more than the change itself.
+    known = _spelled.get(id(nets))
+    if known is not None and known[0] is nets:
+        return known[1]
+    if len(_spelled) >= _REMEMBERED:
+        _spelled.clear()
+    text = [str(n) for n in nets]
+    _spelled[id(nets)] = (nets, text)  # (the tuple is kept: its id can't be reused)
+    return text
+
+
+_REMEMBERED_FROM = 64  # addresses: shorter lists are spelled out each time
+_REMEMBERED = 512  # lists
+_spelled: dict[int, tuple[tuple[Any, ...], list[str]]] = {}
 
 
 def _from_nets(nets: list[str] | None) -> Any:
