@@ -44,7 +44,7 @@ def save(policy: str, sha256: str, ruleset: Ruleset, host: HostState) -> None:
         if a is not None
     }
     doc = {
-        "policy": policy,
+        "policy": os.path.abspath(policy),  # (read-only commands find it from anywhere)
         "sha256": sha256,
         "applied_at": time.time(),
         "ruleset": _ruleset(ruleset),

@@ -123,6 +123,17 @@ def remove_all() -> list[Change[Any]]:
     return done
 
 
+def remove_one(name: str) -> Change[Any]:
+    """Remove what dockwall installed with one backend; the apply record (and the bridge
+    filtering dockwall turned on) go only once no backend has dockwall's rules installed."""
+    change = remove(backend(cast(BackendName, name)), forget=False)
+    others = [n for n, tool in _TOOLS if n != name and shutil.which(tool) is not None]
+    if not any(backend(n).installed() for n in others):
+        bridge_filtering.restore()
+        record.forget()
+    return change
+
+
 def prepare(policy_path: Path, docker_host: str | None) -> Context:
     """Validate the policy first (so a typo never waits on Docker), then snapshot and compile."""
     return context(load_policy(policy_path), docker_host)

@@ -41,6 +41,40 @@ def _policy_option(func: F) -> F:
     )(func)
 
 
+def _read_policy_option(func: F) -> F:
+    """-p for the commands that only read: by default the policy the last apply used."""
+    return click.option(
+        "-p",
+        "--policy",
+        "policy_path",
+        type=click.Path(path_type=Path),
+        default=None,
+        help=f"Policy file (default: the one the last apply used, else {DEFAULT_POLICY}).",
+    )(func)
+
+
+def _reading(policy_path: Path | None) -> Path:
+    """The policy a read-only command uses: the one given, else the one the last apply
+    recorded (said on stderr), else the default file; else an error saying what to do."""
+    if policy_path is not None:
+        return policy_path
+    last = record.load()
+    if last is not None and Path(last.policy).is_file():
+        click.echo(f"policy: {last.policy} (the one the last apply used)", err=True)
+        return Path(last.policy)
+    if DEFAULT_POLICY.is_file():
+        return DEFAULT_POLICY
+    recorded = f" (the last apply used {last.policy}, which is gone)" if last else ""
+    raise NoPolicyError(
+        f"no policy given, none at {DEFAULT_POLICY}{recorded}: give one with -p FILE, "
+        "or run `dockwall apply -p FILE` first"
+    )
+
+
+class NoPolicyError(DockwallError):
+    """A read-only command was given no policy and can find none."""
+
+
 def _docker_option(func: F) -> F:
     return click.option(
         "--docker-host",
@@ -66,12 +100,22 @@ def _kernel(asked: str | None, ctx: app.Context, docker_host: str | None) -> Ker
 
 
 def _errors_to_exit(func: F) -> F:
+    """Errors as messages and exit codes, for a command that may write."""
+    return _errors_said(func, "error: the policy is invalid; nothing was changed")
+
+
+def _read_errors_to_exit(func: F) -> F:
+    """The same for a command that only reads (so it has nothing to say of changes)."""
+    return _errors_said(func, "error: the policy is invalid")
+
+
+def _errors_said(func: F, invalid: str) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except PolicyError as exc:
-            click.echo("error: the policy is invalid; nothing was changed", err=True)
+            click.echo(invalid, err=True)
             for problem in exc.problems:
                 click.echo(f"  {problem}", err=True)
             sys.exit(EXIT_ERROR)
@@ -113,14 +157,18 @@ def validate(policy_path: Path, docker_host: str | None) -> None:
 
 
 @main.command()
-@_policy_option
+@_read_policy_option
 @_docker_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("-v", "--verbose", is_flag=True, help="Also the kernel rules that change.")
 @_backend_option
-@_errors_to_exit
+@_read_errors_to_exit
 def plan(
-    policy_path: Path, docker_host: str | None, as_json: bool, verbose: bool, backend: str | None
+    policy_path: Path | None,
+    docker_host: str | None,
+    as_json: bool,
+    verbose: bool,
+    backend: str | None,
 ) -> None:
     """Show what `apply` would change, in policy terms. Touches nothing.
 
@@ -130,7 +178,7 @@ def plan(
     Example:
       dockwall plan -p /etc/dockwall/policy.yaml
     """
-    ctx = app.prepare(policy_path, docker_host)
+    ctx = app.prepare(_reading(policy_path), docker_host)
     result = app.plan_in_policy_terms(ctx, _kernel(backend, ctx, docker_host))
     if as_json:
         click.echo(report.plan_json(result, ctx.compiled.warnings))
@@ -166,21 +214,24 @@ def apply(policy_path: Path, docker_host: str | None, backend: str | None) -> No
 
 
 @main.command()
-@_policy_option
+@_read_policy_option
 @_docker_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_backend_option
-@_errors_to_exit
-def status(policy_path: Path, docker_host: str | None, as_json: bool, backend: str | None) -> None:
+@_read_errors_to_exit
+def status(
+    policy_path: Path | None, docker_host: str | None, as_json: bool, backend: str | None
+) -> None:
     """Show containers, addresses, published ports, and who may reach them.
 
     \b
     Example:
-      dockwall status -p /etc/dockwall/policy.yaml
+      dockwall status
     """
-    ctx = app.prepare(policy_path, docker_host)
+    path = _reading(policy_path)
+    ctx = app.prepare(path, docker_host)
     kernel = _kernel(backend, ctx, docker_host)
-    header = _status_header(policy_path, ctx, kernel, docker_host)
+    header = _status_header(path, ctx, kernel, docker_host)
     rows = exposure(ctx.compiled.ruleset, ctx.host)
     out = egress(ctx.compiled.ruleset, ctx.host)
     hits = kernel.hits()
@@ -230,18 +281,18 @@ def _status_header(
     default=None,
     help="Interface the traffic arrives on (default: the one the host routes SOURCE by).",
 )
-@_policy_option
+@_read_policy_option
 @_docker_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_backend_option
-@_errors_to_exit
+@_read_errors_to_exit
 def check(
     *,
     source: str,
     dest: str,
     port: str | None,
     via: str | None,
-    policy_path: Path,
+    policy_path: Path | None,
     docker_host: str | None,
     as_json: bool,
     backend: str | None,
@@ -260,7 +311,7 @@ def check(
       dockwall check app 203.0.113.7 --port 443
       dockwall check web db --port 5432
     """
-    ctx = app.prepare(policy_path, docker_host)
+    ctx = app.prepare(_reading(policy_path), docker_host)
     container = flows.source_container(ctx.host, source)
     if container is not None:  # traffic a container starts: outbound or between
         ports = _one_port(port)
@@ -301,15 +352,22 @@ def _check_request(source: str, dest: str, port: str | None, via: str | None) ->
 
 
 @main.command()
+@click.option(
+    "--backend",
+    type=click.Choice([b for b in app.BACKENDS if b != "auto"]),
+    default=None,
+    help="Remove only what dockwall installed with this backend (default: with either).",
+)
 @_errors_to_exit
-def remove() -> None:
+def remove(backend: str | None) -> None:
     """Delete every chain and jump dockwall installed, and nothing else.
 
     \b
-    Example:
+    Examples:
       dockwall remove
+      dockwall remove --backend nftables
     """
-    changes = app.remove_all()
+    changes = app.remove_all() if backend is None else [app.remove_one(backend)]
     click.echo("removed" if any(c.pending for c in changes) else "nothing to remove")
 
 
