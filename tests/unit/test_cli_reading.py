@@ -116,3 +116,20 @@ def test_remove_backend_takes_out_that_backend_only(
     assert removed == ["nftables", "iptables"] and record.load() is None  # nothing is left
     refused = CliRunner().invoke(cli.main, ["remove", "--backend", "auto"])
     assert refused.exit_code == 2 and "Invalid value for '--backend'" in refused.stderr
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_shell_completion_scripts_come_from_the_command(shell: str) -> None:
+    """The README's completion lines: each shell's script, and one completion through it."""
+    env = {"_DOCKWALL_COMPLETE": f"{shell}_source"}
+    script = CliRunner().invoke(cli.main, [], env=env, prog_name="dockwall")
+    assert script.exit_code == 0 and "_DOCKWALL_COMPLETE" in script.stdout
+
+
+def test_a_completion_offers_the_commands() -> None:
+    env = {"_DOCKWALL_COMPLETE": "bash_complete", "COMP_WORDS": "dockwall st", "COMP_CWORD": "1"}
+    done = CliRunner().invoke(cli.main, [], env=env, prog_name="dockwall")
+    assert done.stdout.split() == ["plain,status"]
+    env |= {"COMP_WORDS": "dockwall remove --backend ", "COMP_CWORD": "3"}
+    done = CliRunner().invoke(cli.main, [], env=env, prog_name="dockwall")
+    assert done.stdout.split() == ["plain,iptables", "plain,nftables"]
