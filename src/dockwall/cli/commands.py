@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ from dockwall.compile import flows
 from dockwall.compile.exposure import egress, exposure
 from dockwall.daemon import loop
 from dockwall.errors import DockerError, DockwallError, PolicyError, UnsafeValueError
-from dockwall.model.policy import load_policy
+from dockwall.model.policy import load_policy, policy_schema
 from dockwall.model.values import PortRange, Proto, checked_ifname
 
 DEFAULT_POLICY = Path("/etc/dockwall/policy.yaml")
@@ -349,6 +350,18 @@ def _check_request(source: str, dest: str, port: str | None, via: str | None) ->
         raise click.BadParameter("--port takes one port, not a range")
     proto = ports.proto if ports else Proto.TCP
     return app.CheckRequest(address, dest, ports.first if ports else None, proto, interface)
+
+
+@main.command()
+def schema() -> None:
+    """Print the policy file's JSON Schema, for editors (made from dockwall's own model).
+
+    \b
+    Example:
+      dockwall schema > /etc/dockwall/policy.schema.json
+      # first line of the policy: # yaml-language-server: $schema=policy.schema.json
+    """
+    click.echo(json.dumps(policy_schema(), indent=2))
 
 
 @main.command()

@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -132,10 +133,18 @@ def _parse_pair(text: str, sep: str) -> tuple[str, str | None]:
 
 
 class SelectorDoc(_Doc):
-    container: str | None = None
-    label: str | None = None
-    network: str | None = None
-    compose: str | None = None
+    """Containers chosen by what they are, not by address: every field given must match."""
+
+    container: str | None = Field(
+        default=None, description="Container name; a glob: 'www-*' (shell patterns: *, ?, [..])."
+    )
+    label: str | None = Field(
+        default=None, description="A label the container has: 'key' (any value) or 'key=value'."
+    )
+    network: str | None = Field(default=None, description="A Docker network the container is on.")
+    compose: str | None = Field(
+        default=None, description="A Compose service: 'service', or 'project/service'."
+    )
 
     @model_validator(mode="after")
     def _not_empty(self) -> SelectorDoc:
@@ -164,26 +173,69 @@ Entry = Annotated[
 
 
 class LogDoc(_Doc):
-    rate: str = "5/second"
-    burst: int = 10
+    """Drop logging, with its rate limit."""
+
+    rate: str = Field(
+        default="5/second", description="At most this many log lines: 'N/second|minute|hour|day'."
+    )
+    burst: int = Field(default=10, description="Lines that may come at once before the rate holds.")
+
+
+_ENTRIES = "one entry or a list"
+_Entries = Annotated[list[Entry], Field(min_length=1)]
+_PORT = {
+    "anyOf": [
+        {"type": "integer", "minimum": 1, "maximum": 65535},
+        {"type": "string", "pattern": r"^[0-9]+(-[0-9]+)?(/(tcp|udp))?$"},
+    ]
+}
+_PortsInput = Annotated[int | str | list[int | str], WithJsonSchema({
+    "anyOf": [_PORT, {"type": "array", "items": _PORT, "minItems": 1}]
+})]  # fmt: skip
 
 
 class RuleDoc(_Doc):
-    name: str
-    log: bool = False
+    """Who may reach what. The direction is what from and to name: addresses to containers
+    (inbound), containers to addresses (outbound), containers to containers (between)."""
+
+    name: str = Field(description="The rule's name: letters, digits, '-', '_', '.'; unique.")
+    log: bool = Field(
+        default=False,
+        description="Log (rate-limited) what this rule's containers are sent and dropped.",
+    )
     # addresses, groups and "any" (traffic from outside), or selectors (from containers)
-    from_: list[Entry] = Field(alias="from", min_length=1)
-    via: str | None = None
+    from_: list[Entry] = Field(
+        alias="from",
+        min_length=1,
+        description="Where traffic comes from: addresses, CIDR ranges, group names and 'any' "
+        "(from outside), or container selectors (outbound and between rules); " + _ENTRIES + ".",
+    )
+    via: str | None = Field(
+        default=None,
+        description="The host interface it arrives on (inbound) or leaves by (outbound).",
+    )
     # selectors or "*" (to containers), or addresses, groups and "any" (outside the host)
-    to: list[Entry] | None = None
-    ports: tuple[PortRange, ...] | None = None
+    to: list[Entry] | None = Field(
+        default=None,
+        min_length=1,
+        description="Where it goes: container selectors or '*' (every container), or, from "
+        "containers, addresses, groups and 'any' outside the host; "
+        + _ENTRIES
+        + ". Left out: every container (inbound rules only).",
+    )
+    ports: tuple[PortRange, ...] | None = Field(
+        default=None,
+        description="The ports dialed: 443, '443/tcp', '8000-8100/udp' (tcp if not said); "
+        + _ENTRIES
+        + ". Left out: every port.",
+    )
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         return _unsafe_to_value_error(checked_name, value)
 
-    @field_validator("from_", mode="before")
+    @field_validator("from_", mode="before", json_schema_input_type=Entry | _Entries)
     @classmethod
     def _from(cls, value: Any) -> Any:
         return [v if isinstance(v, str | dict) else str(v) for v in _as_list(value)]
@@ -193,12 +245,14 @@ class RuleDoc(_Doc):
     def _via(cls, value: str | None) -> str | None:
         return None if value is None else _unsafe_to_value_error(checked_ifname, value)
 
-    @field_validator("to", mode="before")
+    @field_validator("to", mode="before", json_schema_input_type=Entry | _Entries | None)
     @classmethod
     def _to(cls, value: Any) -> Any:
+        if value == []:
+            raise ValueError("[] names nothing (leave to out for every container)")
         return [v if isinstance(v, str | dict) else str(v) for v in _as_list(value)]
 
-    @field_validator("ports", mode="before")
+    @field_validator("ports", mode="before", json_schema_input_type=_PortsInput | None)
     @classmethod
     def _ports(cls, value: Any) -> Any:
         if value is None:
@@ -216,26 +270,65 @@ Openness = Literal["accept", "drop", "reject"]
 
 
 class DefaultsDoc(_Doc):
-    inbound: Verdict | None = None
-    outbound: Openness = "accept"
-    between: Openness = "accept"
+    """What happens to traffic no rule allows, per direction."""
+
+    inbound: Verdict | None = Field(
+        default=None, description="From outside to containers: drop (the default) or reject."
+    )
+    outbound: Openness = Field(
+        default="accept",
+        description="From containers out of the host: accept (not governed), drop or reject.",
+    )
+    between: Openness = Field(
+        default="accept", description="Between containers: accept (not governed), drop or reject."
+    )
 
 
 class PolicyDoc(_Doc):
-    version: Literal[1]
-    default: Verdict | None = None  # shorthand for defaults.inbound
-    defaults: DefaultsDoc = Field(default_factory=DefaultsDoc)
-    log: bool | LogDoc = False
-    backend: Literal["auto", "iptables", "nftables"] = "auto"
-    groups: dict[str, list[str]] = Field(default_factory=dict)
-    rules: list[RuleDoc] = Field(default_factory=list, max_length=MAX_RULES)
+    """A dockwall policy: who may reach the containers on a Docker host, and what they may
+    reach. `dockwall validate -p FILE` checks one, with file and line for each problem."""
 
-    @field_validator("groups", mode="before")
+    model_config = ConfigDict(title="dockwall policy")
+
+    version: Literal[1] = Field(description="The policy format: 1.")
+    default: Verdict | None = Field(
+        default=None, description="Shorthand for defaults.inbound (give one or the other)."
+    )
+    defaults: DefaultsDoc = Field(
+        default_factory=DefaultsDoc, description="What no rule allows gets, per direction."
+    )
+    log: bool | LogDoc = Field(
+        default=False, description="Log (rate-limited) what the defaults drop: true, or a rate."
+    )
+    backend: Literal["auto", "iptables", "nftables"] = Field(
+        default="auto",
+        description="Firewall backend; auto: nftables where Docker runs its nftables "
+        "firewall backend or there is no iptables, else iptables.",
+    )
+    groups: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Named lists of addresses and CIDR ranges, for from and to.",
+    )
+    rules: list[RuleDoc] = Field(
+        default_factory=list,
+        max_length=MAX_RULES,
+        description="The rules: each allows some traffic; what none allows gets the default.",
+    )
+
+    @field_validator("groups", mode="before", json_schema_input_type=dict[str, str | list[str]])
     @classmethod
     def _groups(cls, value: Any) -> Any:
         if not isinstance(value, dict):
             return value
         return {k: [str(v) for v in _as_list(items or [])] for k, items in value.items()}
+
+
+def policy_schema() -> dict[str, Any]:
+    """The policy file's JSON Schema (draft 2020-12), from the model above: the forms the
+    file may take. What the model checks beyond forms (a group that exists, from and to of
+    one direction) is only the model's to find: `dockwall validate`."""
+    found = PolicyDoc.model_json_schema(by_alias=True, mode="validation")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **found}
 
 
 def _unsafe_to_value_error(check: Callable[[_In], _Out], value: _In) -> _Out:
