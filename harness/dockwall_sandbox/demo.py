@@ -29,7 +29,15 @@ def show(observed: dict[Case, bool]) -> None:
     print("Through the published ports (dialed at the Docker host's address on each side):")
     print(table(observed, "published"))
     print("\nRouted straight at the container's own address:")
-    print(table(observed, "direct"))
+    if any(ok for case, ok in observed.items() if case.path == "direct"):
+        print(table(observed, "direct"))
+    else:
+        print(
+            "  nothing gets through: this Docker drops traffic routed straight at a container\n"
+            "  itself (Docker 28 and later: its own rules let in only published ports, after\n"
+            "  DNAT). On Docker 20.10 this path is open to anyone, and dockwall governs it\n"
+            "  like the published ports (python3 -m dockwall_sandbox.demo --engine 20.10)."
+        )
 
 
 def run_cli(sandbox: Sandbox, *args: str, policy: Path | None = None) -> int:
