@@ -33,10 +33,11 @@ def show(observed: dict[Case, bool]) -> None:
         print(table(observed, "direct"))
     else:
         print(
-            "  nothing gets through: this Docker drops traffic routed straight at a container\n"
-            "  itself (Docker 28 and later: its own rules let in only published ports, after\n"
-            "  DNAT). On Docker 20.10 this path is open to anyone, and dockwall governs it\n"
-            "  like the published ports (python3 -m dockwall_sandbox.demo --engine 20.10)."
+            "  nothing gets through, before dockwall or after: this Docker drops traffic\n"
+            "  routed straight at a container itself (Docker 28 and later let in only what\n"
+            "  came through a published port's DNAT). Docker 20.10 lets it reach a published\n"
+            "  container's port, and dockwall governs it there like the published ports:\n"
+            "  python3 -m dockwall_sandbox.demo --engine 20.10"
         )
 
 
