@@ -208,11 +208,9 @@ def _from_listeners(found: list[list[Any]] | None) -> tuple[Listener, ...] | Non
 def _nets(nets: tuple[Any, ...] | None) -> list[str] | None:
     if nets is None:
         return None
-    if len(nets) < _REMEMBERED_FROM:
-        return [str(n) for n in nets]
-    # A policy's large source lists are the same tuple objects in every compile (policy
+    # A policy's source lists are the same tuple objects in every compile (policy
     # canonical): the daemon writes the record at every change, and spelling 10,000
-    # addresses out each time would cost it more than the change itself.
+    # addresses out each time (15 us each) would cost it more than the change itself.
     known = _spelled.get(id(nets))
     if known is not None and known[0] is nets:
         return known[1]
@@ -223,7 +221,6 @@ def _nets(nets: tuple[Any, ...] | None) -> list[str] | None:
     return text
 
 
-_REMEMBERED_FROM = 64  # addresses: shorter lists are spelled out each time
 _REMEMBERED = 512  # lists
 _spelled: dict[int, tuple[tuple[Any, ...], list[str]]] = {}
 
