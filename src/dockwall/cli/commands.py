@@ -30,28 +30,24 @@ EXIT_PENDING = 2  # `plan`: the kernel does not match the policy yet
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _policy_option(func: F) -> F:
+def _policy_option(func: F, reading: bool = False) -> F:
+    """-p; for the commands that only read (reading), by default the policy the last apply
+    used (see _reading)."""
     return click.option(
         "-p",
         "--policy",
         "policy_path",
         type=click.Path(path_type=Path),
-        default=DEFAULT_POLICY,
-        show_default=True,
-        help="Policy file.",
+        default=None if reading else DEFAULT_POLICY,
+        show_default=not reading,
+        help=f"Policy file (default: the one the last apply used, else {DEFAULT_POLICY})."
+        if reading
+        else "Policy file.",
     )(func)
 
 
 def _read_policy_option(func: F) -> F:
-    """-p for the commands that only read: by default the policy the last apply used."""
-    return click.option(
-        "-p",
-        "--policy",
-        "policy_path",
-        type=click.Path(path_type=Path),
-        default=None,
-        help=f"Policy file (default: the one the last apply used, else {DEFAULT_POLICY}).",
-    )(func)
+    return _policy_option(func, reading=True)
 
 
 def _reading(policy_path: Path | None) -> Path:
