@@ -41,8 +41,6 @@ def recompile(policy: Policy, before: HostState, compiled: Compiled, after: Host
     old = compiled.ruleset.listeners
     same = {x for x, n in counts.items() if n > 0} == set(old)
     listened = (counts, old if same else ordered(counts))
-    if not touched:
-        return assemble(policy, after, compiled.parts, listened)
     bridged = frozenset(n.name for n in after.bridge_networks)
     parts = tuple(
         rule_part(rule, after, bridged) if _concerns(rule, touched) else part
