@@ -4,6 +4,7 @@ carry, and the daemon's choice between that and a full snapshot (with its resync
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -15,8 +16,9 @@ from dockwall.daemon import loop
 from dockwall.daemon.loop import Daemon, Settings
 from dockwall.daemon.triggers import Kind, Trigger, event_trigger
 from dockwall.host import snapshot
-from dockwall.model.hoststate import Container, Endpoint, HostState, Network
+from dockwall.model.hoststate import Container, Endpoint, HostState, Network, PublishedPort
 from dockwall.model.policy import parse_policy
+from dockwall.model.values import Proto
 from tests.unit.test_daemon_loop import POLICY, FakeBackend
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
@@ -87,7 +89,7 @@ def test_events_name_the_container_they_are_about() -> None:
     start = {"Type": "container", "Action": "start", "Actor": {"ID": A, "Attributes": {}}}
     assert event_trigger(start) == Trigger(Kind.EVENT, f"container {A[:12]} start", pytest.approx(
         event_trigger(start).at  # type: ignore[union-attr]
-    ), A)  # fmt: skip
+    ), A, "container start")  # fmt: skip
     joined = {"Type": "network", "Action": "connect", "Actor": {"ID": "n" * 64,
               "Attributes": {"container": B, "name": "back"}}}  # fmt: skip
     assert event_trigger(joined).container == B  # type: ignore[union-attr]
@@ -131,3 +133,74 @@ def test_the_daemon_reads_only_the_events_containers_and_resyncs(
     full = HostState((container(A, "web", "192.0.2.5"),), (NET,), frozenset())
     made.reconcile([Trigger(Kind.RESYNC, "periodic resync")])
     assert made.missed == 2 and made.host is full
+
+
+def test_a_container_that_died_is_not_believed_running_until_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker 20.10 sends a container's die and its network's disconnect while its listing
+    still shows it running with its address: seen in chaos runs, where a container given
+    that address next was reachable through the old one's allow."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_bytes(POLICY)
+    settings = Settings(policy, None, check_interval=1.0, watch_kernel=False, resync_interval=60)
+    made = Daemon(settings, Kernel(FakeBackend()), parse_policy(POLICY, str(policy)))  # type: ignore[arg-type]
+    monkeypatch.setattr(loop.record, "save", lambda *args: None)
+    full = HostState((container(A, "web", "192.0.2.2"),), (NET,), frozenset())
+    monkeypatch.setattr(made, "_snapshot", lambda fresh: full)
+    made.reconcile([Trigger(Kind.DOCKER_UP, "start")])
+    made._client = cast(docker.DockerClient, client([listing(A, "web", "192.0.2.2")]))
+    died = {"Type": "container", "Action": "die", "Actor": {"ID": A, "Attributes": {}}}
+    left = {"Type": "network", "Action": "disconnect", "Actor": {"ID": "n" * 64,
+            "Attributes": {"container": A, "name": "bridge"}}}  # fmt: skip
+    made.reconcile([cast(Trigger, event_trigger(died))])
+    assert made.host is not None and made.host.containers == ()
+    made.reconcile([cast(Trigger, event_trigger(left))])  # listed running still: not believed
+    assert made.host.containers == ()
+    made._next_resync = 0.1  # a full snapshot listing it running is not believed either
+    made.reconcile([cast(Trigger, event_trigger(left))])
+    assert made.host.containers == () and made.missed == 0
+    started = {"Type": "container", "Action": "start", "Actor": {"ID": A, "Attributes": {}}}
+    made.reconcile([cast(Trigger, event_trigger(started))])
+    assert [c.id for c in made.host.containers] == [A]
+    made.reconcile([cast(Trigger, event_trigger(died)), cast(Trigger, event_trigger(started))])
+    assert [c.id for c in made.host.containers] == [A]  # a restart in one batch: it runs
+    made._died[A] = loop.time.monotonic() - loop.DIED_STALE - 1  # long ago: believed
+    made.reconcile([cast(Trigger, event_trigger(left))])
+    assert [c.id for c in made.host.containers] == [A] and made._died == {}
+
+
+def test_a_clash_with_a_container_not_read_again_reads_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container read again with an address (or host port) that one kept from before also
+    has: the kept one stopped unseen, so every container is read."""
+    held = HostState((container(A, "old", "192.0.2.2"),), (NET,), frozenset())
+    both = snapshot.update(
+        cast(docker.DockerClient, client([listing(B, "new", "192.0.2.2")])), held, [B]
+    )
+    assert snapshot.clashes(both, [B]) and not snapshot.clashes(both, [])
+    apart = snapshot.update(
+        cast(docker.DockerClient, client([listing(B, "new", "192.0.2.3")])), held, [B]
+    )
+    assert not snapshot.clashes(apart, [B])
+    port = PublishedPort(None, 9001, 80, Proto.TCP)
+    a = replace(container(A, "old", "192.0.2.2"), ports=(port,))
+    b = replace(container(B, "new", "192.0.2.3"), ports=(port,))
+    assert snapshot.clashes(HostState((a, b), (NET,), frozenset()), [B])
+    assert snapshot.without(both, {A}).containers == (both.containers[1],)
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_bytes(POLICY)
+    settings = Settings(policy, None, check_interval=1.0, watch_kernel=False, resync_interval=60)
+    made = Daemon(settings, Kernel(FakeBackend()), parse_policy(POLICY, str(policy)))  # type: ignore[arg-type]
+    monkeypatch.setattr(loop.record, "save", lambda *args: None)
+    takes: list[HostState] = []
+    now = HostState((container(B, "new", "192.0.2.2"),), (NET,), frozenset())
+    monkeypatch.setattr(
+        made, "_snapshot", lambda fresh: takes.append(held if not takes else now) or takes[-1]
+    )
+    made.reconcile([Trigger(Kind.DOCKER_UP, "start")])
+    made._client = cast(docker.DockerClient, client([listing(B, "new", "192.0.2.2")]))
+    made.reconcile([Trigger(Kind.EVENT, "container new start", 0.0, B, "container start")])
+    assert len(takes) == 2 and made.host is now  # the clash made a full snapshot

@@ -39,6 +39,9 @@ from dockwall.model.ruleset import Ruleset
 log = logging.getLogger("dockwall.run")
 DRIFT = "drift: the installed rules were changed by someone"
 FIRST_EVENT_WAIT = 5.0  # seconds to wait at start for the event stream to connect
+# seconds after its die that a listing showing a container running is believed stale
+# (Docker 20.10 lists it running for ~0.3 s more: see Daemon._dead)
+DIED_STALE = 5.0
 CHECK_BUDGET = 0.05  # the drift check may use at most this share of one core
 CHECK_KINDS = {Kind.FIREWALL_RELOADED, Kind.KERNEL_CHANGED}
 SNAPSHOT_KINDS = {Kind.EVENT, Kind.DOCKER_UP, Kind.DOCKER_DOWN, Kind.RELOAD, Kind.RESYNC}
@@ -105,6 +108,7 @@ class Daemon:
     _compiled: tuple[Policy, Compiled] | None = None  # the last compile, and of which policy
     _next_resync: float = 0.0  # (monotonic) when the next full snapshot is due
     missed: int = 0  # resyncs that found what the events had not told
+    _died: dict[str, float] = field(default_factory=dict)  # id -> (monotonic) time of its die
 
     def run(self) -> None:
         firewalld = FirewalldListener(self.triggers)
@@ -270,20 +274,28 @@ class Daemon:
         event, counted and logged."""
         ids = {t.container for t in batch if t.kind is not Kind.RESYNC}
         only_containers = all(t.kind in {Kind.EVENT, Kind.RESYNC} for t in batch) and "" not in ids
+        dead = self._dead(batch)
         resync = self._resync_due()
         if only_containers and not resync and self.host is not None and self._client:
             try:
-                return snapshot.update(self._client, self.host, ids)
+                told = snapshot.without(snapshot.update(self._client, self.host, ids), dead)
             except DockerError:
                 self._client = None
                 raise
+            if not snapshot.clashes(told, ids):
+                return told
+            log.debug(
+                "a container read again shares an address or host port with one not "
+                "read: that one may have stopped unseen; reading every container"
+            )
         docker_anew = any(t.kind in {Kind.DOCKER_UP, Kind.DOCKER_DOWN} for t in batch)
         before, client = self.host, self._client
-        host = self._snapshot(docker_anew)
+        host = snapshot.without(self._snapshot(docker_anew), dead)
         if resync:
             self._next_resync = time.monotonic() + self.settings.resync_interval
             if only_containers and before is not None and client is not None:
                 told = snapshot.update(client, before, ids) if ids else before
+                told = snapshot.without(told, dead)
                 if not same_host(told, host):
                     self.missed += 1
                     log.warning(
@@ -292,6 +304,26 @@ class Daemon:
                         extra={FIELDS: {"missed": self.missed}},
                     )
         return host
+
+    def _dead(self, batch: list[Trigger]) -> set[str]:
+        """Containers that died and did not start since, in the last DIED_STALE seconds.
+        Docker 20.10 sends a container's die, and its network's disconnect, before its
+        listings show it stopped: read then, it still runs, with its address, for as long
+        as its network takes to let go (~0.3 s). Another container can be given that
+        address meanwhile. A container reported dead is not believed running again until
+        it starts."""
+        now = time.monotonic()
+        for trigger in batch:
+            if trigger.kind in {Kind.DOCKER_UP, Kind.DOCKER_DOWN}:
+                self._died.clear()
+            elif trigger.action == "container die" and trigger.container:
+                self._died[trigger.container] = now
+            elif trigger.action == "container start":
+                self._died.pop(trigger.container, None)
+        for cid, at in list(self._died.items()):
+            if now - at > DIED_STALE:
+                del self._died[cid]
+        return set(self._died)
 
     def _snapshot(self, fresh: bool) -> HostState:
         """Keep one client (and the engine version) while Docker answers; a new one after

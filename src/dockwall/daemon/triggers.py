@@ -29,6 +29,7 @@ class Trigger:
     # the one container an event is about (its id), where reading that container again is
     # all it takes; "" for events that change more (a network made or removed)
     container: str = ""
+    action: str = ""  # for events, the object type and action: "container die"
 
 
 Triggers = queue.SimpleQueue[Trigger]
@@ -58,7 +59,8 @@ def event_trigger(event: dict[str, object]) -> Trigger | None:
     name = attrs.get("name") or (actor.get("ID", "")[:12] if isinstance(actor, dict) else "")
     nanos = event.get("timeNano")
     at = int(nanos) / 1e9 if isinstance(nanos, int | str) else time.time()
-    return Trigger(Kind.EVENT, f"{kind} {name} {action}", at, _container_of(kind, action, actor))
+    container = _container_of(kind, action, actor)
+    return Trigger(Kind.EVENT, f"{kind} {name} {action}", at, container, f"{kind} {action}")
 
 
 def _container_of(kind: object, action: str, actor: object) -> str:

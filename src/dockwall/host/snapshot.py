@@ -97,6 +97,31 @@ def update(client: docker.DockerClient, host: HostState, ids: Collection[str]) -
     return replace(host, containers=(*kept, *fresh), quarantined=(*quarantined, *odd))
 
 
+def without(host: HostState, ids: Collection[str]) -> HostState:
+    """host without the containers `ids` (ones known to have died since they were listed)."""
+    if not ids or not any(c.id in ids for c in host.containers):
+        return host
+    return replace(host, containers=tuple(c for c in host.containers if c.id not in ids))
+
+
+def clashes(host: HostState, ids: Collection[str]) -> bool:
+    """Whether a container of `ids` has an address or a host port that another container of
+    host also has: one of them is stale (it stopped, and no event or listing said so yet), so
+    reading only `ids` again is not enough. Docker hands an address, or a host port, to a new
+    container only once the old one let it go."""
+    read = [c for c in host.containers if c.id in ids]
+    if not read:
+        return False
+    claims = {claim for c in read for claim in _claims(c)}
+    return any(not claims.isdisjoint(_claims(c)) for c in host.containers if c.id not in ids)
+
+
+def _claims(container: Container) -> set[object]:
+    addresses = {a for ep in container.endpoints for a in (ep.ipv4, ep.ipv6) if a is not None}
+    ports = {(p.host_ip, p.host_port, p.proto) for p in container.ports}
+    return {*addresses, *ports}
+
+
 def _socket_path(client: docker.DockerClient) -> str | None:
     """The API's unix socket, if that is how Docker is reached."""
     try:
