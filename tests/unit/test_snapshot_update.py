@@ -60,6 +60,16 @@ def container(cid: str, name: str, address: str) -> Container:
     return Container(cid, name, {}, (Endpoint("bridge", ipaddress.ip_address(address), None),))
 
 
+def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Daemon:
+    """A daemon on the test policy, with a fake backend, that records nothing."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_bytes(POLICY)
+    settings = Settings(policy, None, check_interval=1.0, watch_kernel=False, resync_interval=60)
+    made = Daemon(settings, Kernel(FakeBackend()), parse_policy(POLICY, str(policy)))  # type: ignore[arg-type]
+    monkeypatch.setattr(loop.record, "save", lambda *args: None)
+    return made
+
+
 def test_update_reads_only_the_containers_asked_for() -> None:
     host = HostState(
         (container(A, "web", "192.0.2.2"), container(B, "db", "192.0.2.3")), (NET,), frozenset()
@@ -102,11 +112,7 @@ def test_events_name_the_container_they_are_about() -> None:
 def test_the_daemon_reads_only_the_events_containers_and_resyncs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    policy = tmp_path / "policy.yaml"
-    policy.write_bytes(POLICY)
-    settings = Settings(policy, None, check_interval=1.0, watch_kernel=False, resync_interval=60)
-    made = Daemon(settings, Kernel(FakeBackend()), parse_policy(POLICY, str(policy)))  # type: ignore[arg-type]
-    monkeypatch.setattr(loop.record, "save", lambda *args: None)
+    made = daemon(tmp_path, monkeypatch)
     full = HostState((container(A, "web", "192.0.2.2"),), (NET,), frozenset())
     takes: list[bool] = []
     monkeypatch.setattr(made, "_snapshot", lambda fresh: takes.append(fresh) or full)
@@ -141,11 +147,7 @@ def test_a_container_that_died_is_not_believed_running_until_it_starts(
     """Docker 20.10 sends a container's die and its network's disconnect while its listing
     still shows it running with its address: seen in chaos runs, where a container given
     that address next was reachable through the old one's allow."""
-    policy = tmp_path / "policy.yaml"
-    policy.write_bytes(POLICY)
-    settings = Settings(policy, None, check_interval=1.0, watch_kernel=False, resync_interval=60)
-    made = Daemon(settings, Kernel(FakeBackend()), parse_policy(POLICY, str(policy)))  # type: ignore[arg-type]
-    monkeypatch.setattr(loop.record, "save", lambda *args: None)
+    made = daemon(tmp_path, monkeypatch)
     full = HostState((container(A, "web", "192.0.2.2"),), (NET,), frozenset())
     monkeypatch.setattr(made, "_snapshot", lambda fresh: full)
     made.reconcile([Trigger(Kind.DOCKER_UP, "start")])
@@ -190,11 +192,7 @@ def test_a_clash_with_a_container_not_read_again_reads_everything(
     assert snapshot.clashes(HostState((a, b), (NET,), frozenset()), [B])
     assert snapshot.without(both, {A}).containers == (both.containers[1],)
 
-    policy = tmp_path / "policy.yaml"
-    policy.write_bytes(POLICY)
-    settings = Settings(policy, None, check_interval=1.0, watch_kernel=False, resync_interval=60)
-    made = Daemon(settings, Kernel(FakeBackend()), parse_policy(POLICY, str(policy)))  # type: ignore[arg-type]
-    monkeypatch.setattr(loop.record, "save", lambda *args: None)
+    made = daemon(tmp_path, monkeypatch)
     takes: list[HostState] = []
     now = HostState((container(B, "new", "192.0.2.2"),), (NET,), frozenset())
     monkeypatch.setattr(
