@@ -17,7 +17,7 @@ from dockwall.backends.nftables.backend import differences
 from dockwall.errors import BackendError
 from dockwall.model.packets import Outcome, Packet
 from dockwall.model.ruleset import Ruleset
-from dockwall.model.values import Proto
+from dockwall.model.values import Family, Proto
 from tests.unit.test_nftables_readback import SEED_LISTING, seed_ruleset
 
 
@@ -112,6 +112,7 @@ def test_hits_and_decide(fake: FakeNft) -> None:
     decided, sync = backend.decide(seed_ruleset(), [stranger])
     assert decided[0].outcome is Outcome.DROPPED and sync.in_sync and sync.differs == ()
     assert set(backend.hits()) == {"admins", "lan", "public-web", "(default)"}
+    assert {f for _, f in backend.hits_by_family()} >= {Family.V4, Family.V6}
 
 
 def test_only_changed_sets_are_refilled_when_nothing_else_differs() -> None:

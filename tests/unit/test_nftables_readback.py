@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dockwall.backends.base import DEFAULT_HITS, Change, Hits
+from dockwall.backends.base import DEFAULT_HITS, Change, Hits, by_rule
 from dockwall.backends.nftables import model, readback, render, transaction
 from dockwall.compile.compiler import compile_policy
 from dockwall.model.policy import load_policy
@@ -434,7 +434,10 @@ def test_hits_per_rule_across_families_and_the_default() -> None:
         if rule["handle"] in counts:
             packets, size = counts[rule["handle"]]
             rule["expr"][-2]["counter"] = {"packets": packets, "bytes": size}
-    hits = readback.hits(readback.parse(listing(objects)))
+    found = readback.hits(readback.parse(listing(objects)))
+    assert found[("admins", Family.V4)] == Hits(3, 180)
+    assert found[("admins", Family.V6)] == Hits(2, 160)
+    hits = by_rule(found)
     assert hits["admins"] == Hits(5, 340)
     assert hits[DEFAULT_HITS] == Hits(5, 300)
     assert hits["lan"] == Hits(0, 0)

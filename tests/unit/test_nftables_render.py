@@ -9,7 +9,7 @@ import pytest
 from dockwall.backends.nftables import model, render
 from dockwall.errors import UnsafeValueError
 from dockwall.model.ruleset import Allow, Ruleset
-from dockwall.model.values import PortRange, Proto, Verdict
+from dockwall.model.values import Family, PortRange, Proto, Verdict
 
 net = ipaddress.ip_network
 
@@ -39,15 +39,20 @@ def sets(rs: Ruleset) -> dict[str, tuple[str, ...]]:
     return {s.name: s.elements for s in render.render(rs).sets}
 
 
-def test_an_allow_naming_no_address_is_one_rule_for_both_families() -> None:
+def test_an_allow_naming_no_address_is_one_rule_per_family_sharing_its_sets() -> None:
+    """Per family, so that its counters tell IPv4 from IPv6 (metrics); the port sets are
+    one for both."""
     ports = (PortRange(Proto.TCP, 80, 80), PortRange(Proto.UDP, 53, 53))
     rs = ruleset(allow("web", via="eth0", ports=ports))
-    assert governed(rs)[:2] == [
-        'iifname "eth0" meta l4proto tcp ct original proto-dst @port_tcp-web counter accept '
-        'comment "dockwall:web"',
-        'iifname "eth0" meta l4proto udp ct original proto-dst @port_udp-web counter accept '
-        'comment "dockwall:web"',
+    tail = "ct original proto-dst @port_{0}-web counter accept comment \"dockwall:web\""
+    assert governed(rs)[:4] == [
+        f'meta nfproto {nfproto} iifname "eth0" meta l4proto {proto} ' + tail.format(proto)
+        for nfproto in ("ipv4", "ipv6")
+        for proto in ("tcp", "udp")
     ]
+    rules = render.render(rs).chain(render.GOVERNED)
+    assert rules is not None
+    assert [r.family for r in rules.rules[:4]] == [Family.V4, Family.V4, Family.V6, Family.V6]
     # (listen4/listen6: the host ports of the proxy path; none are published here)
     assert sets(rs) == {
         "port_tcp-web": ("80",),

@@ -103,6 +103,17 @@ IN_SYNC = Sync()
 NOT_HOOKED = Sync(("dockwall's rules are not installed, or not hooked in",))
 
 DEFAULT_HITS = "(default)"  # key of the default verdict's counter in Backend.hits()
+# (rule name or DEFAULT_HITS, family): a family of None is a rule that counts both at once
+FamilyHits = dict[tuple[str, Family | None], Hits]
+
+
+def by_rule(hits: FamilyHits) -> dict[str, Hits]:
+    """The counters of every family added up, per rule."""
+    totals: dict[str, Hits] = {}
+    for (key, _), hit in hits.items():
+        old = totals.get(key, Hits(0, 0))
+        totals[key] = Hits(old.packets + hit.packets, old.bytes + hit.bytes)
+    return totals
 
 
 class Backend(Protocol[D, S, W]):
@@ -133,8 +144,9 @@ class Backend(Protocol[D, S, W]):
         """Carry out a transaction: all of it, or nothing (then BackendError)."""
         ...
 
-    def hits(self) -> dict[str, Hits]:
-        """Packets and bytes each policy rule let through (by rule name), and DEFAULT_HITS."""
+    def hits(self) -> FamilyHits:
+        """Packets and bytes each policy rule let through (by rule name and family), and
+        those of the defaults (DEFAULT_HITS)."""
         ...
 
     def decide(self, ruleset: Ruleset, packets: list[Packet]) -> tuple[list[Decision], Sync]:
@@ -198,4 +210,8 @@ class Kernel(Generic[D, S, W]):
         return self.backend.decide(ruleset, packets)
 
     def hits(self) -> dict[str, Hits]:
+        """Per rule, both families added up."""
+        return by_rule(self.backend.hits())
+
+    def hits_by_family(self) -> FamilyHits:
         return self.backend.hits()

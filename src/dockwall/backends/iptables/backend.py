@@ -7,7 +7,7 @@ import shutil
 from dataclasses import dataclass, replace
 
 from dockwall import proc
-from dockwall.backends.base import NOT_HOOKED, Change, FamilyChange, Hits, Sync
+from dockwall.backends.base import NOT_HOOKED, Change, FamilyChange, FamilyHits, Sync
 from dockwall.backends.base import Transaction as BaseTransaction
 from dockwall.backends.iptables import classes, ipsets, lines, render, saved, transaction
 from dockwall.errors import BackendError
@@ -248,10 +248,9 @@ class IptablesBackend:
     def _restore(family: Family) -> list[str]:
         return [TOOLS[family].restore, "-w", WAIT, "--noflush"]
 
-    def hits(self) -> dict[str, Hits]:
-        totals: dict[str, Hits] = {}
-        for family in self.families:
-            for key, hit in saved.hits(self.read_family(family)).items():
-                old = totals.get(key, Hits(0, 0))
-                totals[key] = Hits(old.packets + hit.packets, old.bytes + hit.bytes)
-        return totals
+    def hits(self) -> FamilyHits:
+        return {
+            (key, family): hit
+            for family in self.families
+            for key, hit in saved.hits(self.read_family(family)).items()
+        }

@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass, replace
 
 from dockwall import proc
-from dockwall.backends.base import NOT_HOOKED, Hits, Sync
+from dockwall.backends.base import NOT_HOOKED, FamilyHits, Sync
 from dockwall.backends.base import Transaction as BaseTransaction
 from dockwall.backends.nftables import (
     lines,
@@ -148,7 +148,7 @@ class NftablesBackend:
             )
             proc.run([NFT, "-f", "-"], stdin=model.transaction(planned), timeout=TIMEOUT)
 
-    def hits(self) -> dict[str, Hits]:
+    def hits(self) -> FamilyHits:
         installed = self.read_table()
         return {} if installed is None else readback.hits(installed)
 

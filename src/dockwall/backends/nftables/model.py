@@ -55,9 +55,9 @@ class Rule:
     @property
     def family(self) -> Family | None:
         words = {e.split(" ", 1)[0] for e in self.exprs}
-        if "ip" in words:
+        if "ip" in words or "meta nfproto ipv4" in self.exprs:
             return Family.V4
-        return Family.V6 if "ip6" in words else None
+        return Family.V6 if "ip6" in words or "meta nfproto ipv6" in self.exprs else None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dockwall.backends.base import DEFAULT_HITS, Hits
+from dockwall.backends.base import DEFAULT_HITS, FamilyHits, Hits
 from dockwall.backends.nftables.model import (
     FAMILY,
     NAME,
@@ -79,10 +79,10 @@ def parse(text: str) -> Installed:
     return Installed(table(sets, found, tuple(extras)), tuple(counters))
 
 
-def hits(installed: Installed) -> dict[str, Hits]:
-    """Per policy rule: the counters of its accept rules (by comment); the default's: every
-    counted drop or reject."""
-    totals: dict[str, Hits] = {}
+def hits(installed: Installed) -> FamilyHits:
+    """Per policy rule and family: the counters of its accept rules (by comment); the
+    defaults': every counted drop or reject (family None where one rule drops both)."""
+    totals: FamilyHits = {}
     for counted in installed.counters:
         verdict = counted.rule.exprs[-1] if counted.rule.exprs else ""
         comment = counted.rule.comment
@@ -92,8 +92,9 @@ def hits(installed: Installed) -> dict[str, Hits]:
             key = DEFAULT_HITS
         else:
             continue
-        old = totals.get(key, Hits(0, 0))
-        totals[key] = Hits(old.packets + counted.hits.packets, old.bytes + counted.hits.bytes)
+        where = (key, counted.rule.family)
+        old = totals.get(where, Hits(0, 0))
+        totals[where] = Hits(old.packets + counted.hits.packets, old.bytes + counted.hits.bytes)
     return totals
 
 

@@ -80,6 +80,7 @@ FAMILIES = (Family.V4, Family.V6)
 _IP = {Family.V4: "ip", Family.V6: "ip6"}
 _ADDR = {Family.V4: "ipv4_addr", Family.V6: "ipv6_addr"}
 _DIGIT = {Family.V4: "4", Family.V6: "6"}
+_IP_NAME = {Family.V4: "ipv4", Family.V6: "ipv6"}  # meta nfproto
 _UNITS = {"sec": "second", "min": "minute", "hour": "hour", "day": "day"}
 BASE_SPEC = f"type filter hook forward priority {PRIORITY}; policy accept;"
 INPUT_SPEC = f"type filter hook input priority {PRIORITY}; policy accept;"
@@ -292,10 +293,15 @@ def _names(names: list[str]) -> str:
 
 
 def allow_rules(allow: Allow, sets: dict[str, NftSet]) -> list[Rule]:
-    """The rules of one allow, its sets put into sets: one rule per family it names (one for
-    both if it names no address), and per protocol of its ports."""
+    """The rules of one allow, its sets put into sets: one rule per family (by its
+    addresses, or by `meta nfproto` if it names none: each family's traffic is counted
+    apart) and per protocol of its ports."""
     if allow.sources is None and allow.destinations is None:
-        return _allow_in(allow, None, sets)
+        return [
+            Rule((f"meta nfproto {_IP_NAME[f]}", *r.exprs), r.comment)
+            for f in FAMILIES
+            for r in _allow_in(allow, None, sets)
+        ]
     narrowed = [(f, allow.in_family(f)) for f in FAMILIES]
     return [r for f, a in narrowed if a is not None for r in _allow_in(a, f, sets)]
 
