@@ -44,7 +44,7 @@ def test_an_allow_naming_no_address_is_one_rule_per_family_sharing_its_sets() ->
     one for both."""
     ports = (PortRange(Proto.TCP, 80, 80), PortRange(Proto.UDP, 53, 53))
     rs = ruleset(allow("web", via="eth0", ports=ports))
-    tail = "ct original proto-dst @port_{0}-web counter accept comment \"dockwall:web\""
+    tail = 'ct original proto-dst @port_{0}-web counter accept comment "dockwall:web"'
     assert governed(rs)[:4] == [
         f'meta nfproto {nfproto} iifname "eth0" meta l4proto {proto} ' + tail.format(proto)
         for nfproto in ("ipv4", "ipv6")
