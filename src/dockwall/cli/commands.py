@@ -18,6 +18,7 @@ from dockwall.cli import app, report
 from dockwall.compile import flows
 from dockwall.compile.exposure import egress, exposure
 from dockwall.daemon import loop
+from dockwall.daemon.prometheus import Prometheus, parse_address
 from dockwall.errors import DockerError, DockwallError, PolicyError, UnsafeValueError
 from dockwall.model.policy import load_policy, policy_schema
 from dockwall.model.values import PortRange, Proto, checked_ifname
@@ -79,6 +80,15 @@ def _docker_option(func: F) -> F:
         default=None,
         help="Docker Engine address (default: $DOCKER_HOST, else the standard socket).",
     )(func)
+
+
+def _metrics_address(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[str, int] | None:
+    try:
+        return None if value is None else parse_address(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _backend_option(func: F) -> F:
@@ -417,6 +427,15 @@ def remove(backend: str | None) -> None:
     default="info",
     show_default=True,
 )
+@click.option(
+    "--metrics-address",
+    metavar="ADDRESS:PORT",
+    callback=_metrics_address,
+    default=None,
+    help="Serve Prometheus metrics at http://ADDRESS:PORT/metrics, for example "
+    "127.0.0.1:9707 or [::1]:9707 (off unless given; an address is required, so that they "
+    "are never served to every network by accident).",
+)
 @_backend_option
 @_errors_to_exit
 def run(
@@ -428,6 +447,7 @@ def run(
     log_level: str,
     watch_kernel: bool,
     deltas: bool,
+    metrics_address: tuple[str, int] | None,
     backend: str | None,
 ) -> None:
     """Apply the policy, then keep the kernel true to it until stopped.
@@ -449,6 +469,11 @@ def run(
         watch_kernel=watch_kernel,
     )
     policy = load_policy(policy_path)
-    kernel = app.backend(app.choose_backend(backend, policy, docker_host))
+    name = app.choose_backend(backend, policy, docker_host)
+    kernel = app.backend(name)
     kernel.backend.deltas = deltas
-    loop.start(settings, kernel, app.retire_others)
+    metrics = None
+    if metrics_address is not None:
+        metrics = Prometheus(app.backend(name).hits_by_family, name)  # a Kernel of its own
+        metrics.serve(metrics_address)
+    loop.start(settings, kernel, app.retire_others, metrics)

@@ -28,6 +28,7 @@ from dockwall.daemon import describe, service_manager
 from dockwall.daemon.events import EventFollower
 from dockwall.daemon.firewalld import FirewalldListener
 from dockwall.daemon.kernelwatch import KernelWatch
+from dockwall.daemon.metrics import Recorder, repair_cause
 from dockwall.daemon.triggers import Kind, Trigger, Triggers, wait
 from dockwall.errors import DockerError, DockwallError, PolicyError
 from dockwall.host import bridge_filtering, snapshot
@@ -96,6 +97,7 @@ class Daemon:
     # remove other backends' rules
     retire: Callable[[Kernel[Any, Any, Any]], list[str]] | None = None
     triggers: Triggers = field(default_factory=Triggers)
+    metrics: Recorder = field(default_factory=Recorder)
     host: HostState | None = None
     applied: Ruleset | None = None
     _client: docker.DockerClient | None = None
@@ -158,7 +160,7 @@ class Daemon:
             if action.reconcile:
                 self.reconcile(batch, action.read_kernel)
             elif action.read_kernel:
-                self.check_drift()
+                self.check_drift(batch)
             if action.check_due:
                 took = time.monotonic() - began
                 next_check = time.monotonic() + self._check_pause(took)
@@ -209,13 +211,15 @@ class Daemon:
         began, received = time.monotonic(), time.time()
         if self._away(batch):
             if read_kernel:
-                self.check_drift()
+                self.check_drift(batch)
             return
         try:
             host = self._read_host(batch)
         except DockerError as exc:
+            self.metrics.docker(False)
             self._docker_unreadable(exc, batch)
             return
+        self.metrics.docker(True)
         self._timings = {"snapshot_ms": (time.monotonic() - began) * 1000}
         last = self._compiled
         if last is not None and self.host is not None and last[0] is self.policy:
@@ -240,14 +244,18 @@ class Daemon:
                 log.warning(warning)
         self._quarantined = odd  # each quarantine is logged once, when first seen
         self._timings["explain_ms"] = (time.monotonic() - explaining) * 1000
+        before = self.applied
         wrote = self._enforce(compiled.ruleset, why, read_kernel)
         in_kernel = time.time()
+        if wrote and compiled.ruleset == before:  # the same rules written again: drift
+            self.metrics.repaired(repair_cause(batch))
         if wrote:
             recording = time.monotonic()
             self._record(compiled.ruleset, host)
             self._timings["record_ms"] = (time.monotonic() - recording) * 1000
         self.host = host
-        self._latencies(batch, received, in_kernel)
+        if self.applied is compiled.ruleset:  # (else refused: the kernel has none of it)
+            self._latencies(batch, received, in_kernel)
 
     def _away(self, batch: list[Trigger]) -> bool:
         """Docker is away (it went, or never answered, and rules for that are applied) and
@@ -298,6 +306,7 @@ class Daemon:
                 told = snapshot.without(told, dead)
                 if not same_host(told, host):
                     self.missed += 1
+                    self.metrics.missed_event()
                     log.warning(
                         "resync: Docker's state differed from what its events told (a missed "
                         "event); following the full snapshot",
@@ -345,16 +354,20 @@ class Daemon:
         except OSError as exc:
             log.warning("could not record what was applied", extra={FIELDS: {"error": exc}})
 
-    def check_drift(self) -> None:
+    def check_drift(self, batch: list[Trigger] | None = None) -> None:
         """Read the kernel and put back what was applied. Where the change stream tells of
         every write to the rules (nftables) and none was told since dockwall's last delta,
-        drift found now can only be that delta's: deltas stop, changes are written whole."""
+        drift found now can only be that delta's: deltas stop, changes are written whole.
+        batch: the triggers that asked for the check (the repair's cause)."""
         self._timings = {}
         if self.applied is None:
             return
         seen = self._watching and self.kernel.backend.writes_streamed
         suspect = self._unconfirmed_delta and seen
-        if self._enforce(self.applied, [DRIFT]) and suspect and self.kernel.distrust_deltas():
+        wrote = self._enforce(self.applied, [DRIFT])
+        if wrote:
+            self.metrics.repaired(repair_cause(batch or []))
+        if wrote and suspect and self.kernel.distrust_deltas():
             log.warning(
                 "the kernel differed from dockwall's last delta with no one else's change "
                 "seen: set changes are written whole with nft from now on"
@@ -364,22 +377,28 @@ class Daemon:
         """Make the kernel match ruleset; log what changed and why; True if it wrote.
         Errors are logged and retried at the next trigger or check; the kernel keeps what
         it had."""
+        began = time.monotonic()
+        writing = False
         try:
-            began = time.monotonic()
             tx = self.kernel.plan(ruleset, fresh=fresh)
             change = tx.change
             planned = time.monotonic()
             if fresh:
                 self._unconfirmed_delta = False
             if change.pending:
+                writing = True
                 self.kernel.apply(tx)
                 self._unconfirmed_delta = change.delta
                 self._timings["plan_ms"] = (planned - began) * 1000
                 self._timings["apply_ms"] = (time.monotonic() - planned) * 1000
+                self.metrics.applied(time.monotonic() - began, ok=True)
                 _log_change(change, why, self._timings)
             self.applied = ruleset
+            self.metrics.in_sync()
             return change.pending
         except (DockwallError, OSError) as exc:
+            if writing:
+                self.metrics.applied(time.monotonic() - began, ok=False)
             log.error("could not apply; the previous rules stay", extra={FIELDS: {"error": exc}})
             return False
 
@@ -428,6 +447,7 @@ class Daemon:
             if trigger.kind is Kind.EVENT and trigger.at:
                 stages = {"queued_ms": (received - trigger.at) * 1000, **self._timings}
                 age = (in_kernel - trigger.at) * 1000
+                self.metrics.event_in_kernel(age / 1000)
                 fields = {"what": trigger.what, "age_ms": age, **stages}
                 log.debug("event handled", extra={FIELDS: fields})
 
@@ -460,10 +480,12 @@ def start(
     settings: Settings,
     kernel: Kernel[Any, Any, Any],
     retire: Callable[[Kernel[Any, Any, Any]], list[str]] | None = None,
+    metrics: Recorder | None = None,
 ) -> None:
     """Load the policy (an invalid one stops here, nothing touched) and run until stopped.
     retire, once the first apply is in: remove what other backends had installed. Where
     bridged traffic can't be put through the firewall, the rest of the policy still goes in
     (bridge_filtering.lenient)."""
     kernel.before_between = bridge_filtering.lenient
-    Daemon(settings, kernel, load_policy(settings.policy_path), retire).run()
+    policy = load_policy(settings.policy_path)
+    Daemon(settings, kernel, policy, retire, metrics=metrics or Recorder()).run()
