@@ -9,10 +9,11 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from dockwall_sandbox import SeededSandbox
 from dockwall_sandbox import topology as topo
@@ -219,6 +220,78 @@ def test_flushed_chains_are_repaired_within_a_second_or_so(
     assert took is not None and took < 2.0, (took, daemon.log())
     assert daemon.wait_for("drift")
     assert not reaches(seeded, STRANGER, 8080)
+
+
+METRICS = "127.0.0.1:9707"
+STRANGER6 = IPv6Address("2001:db8:100::99")
+WAN_HOST6 = IPv6Address("2001:db8:100::1")
+
+
+def scrape(seeded: SeededSandbox) -> dict[str, float]:
+    """`dockwall run`'s metrics, fetched over HTTP in the host namespace: every sample by
+    name and labels (`name{k=v,...}`)."""
+    argv = ["curl", "-sSf", "--max-time", "5", f"http://{METRICS}/metrics"]
+    text = seeded.sandbox.run_in_host(argv, timeout=10).stdout
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            found[f"{sample.name}{{{labels}}}"] = sample.value
+    return found
+
+
+def allowed(got: dict[str, float], family: str) -> float:
+    return got.get(f"dockwall_rule_allowed_packets_total{{family={family},rule=public-web}}", 0)
+
+
+def repairs(got: dict[str, float]) -> float:
+    return sum(v for k, v in got.items() if k.startswith("dockwall_drift_repairs_total{"))
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nftables"], ids=BACKEND_IDS)
+def test_metrics_move_with_real_traffic_and_events(
+    seeded_sandbox: SeededSandbox, policy: Path, tmp_path: Path, backend: str
+) -> None:
+    """Scraped from a real `dockwall run --metrics-address`: the kernel's counters per rule
+    and family move with real connections (allowed and dropped), an event's latency is
+    counted once its rules are in, a flushed chain counts as a drift repair."""
+    seeded, box = seeded_sandbox, seeded_sandbox.sandbox
+    dockwall(box, "remove")
+    extra = ("--backend", backend, "--metrics-address", METRICS)
+    daemon = RunningDaemon(box, policy, tmp_path / "dockwall.log", *extra)
+    try:
+        assert daemon.wait_for("msg=running"), daemon.log()
+        assert "serving metrics" in daemon.log()
+        first = scrape(seeded)
+        assert first["dockwall_applies_total{result=ok}"] >= 1
+        assert first["dockwall_docker_connected{}"] == 1
+        assert first["dockwall_last_apply_timestamp_seconds{}"] > time.time() - 60
+        assert any(k.startswith(f"dockwall_build_info{{backend={backend},") for k in first)
+
+        n = 4
+        cases = [(STRANGER, WAN_HOST, 80)] * n + [(STRANGER6, WAN_HOST6, 80)] * n
+        cases += [(STRANGER, WAN_HOST, 8080)] * n + [(STRANGER6, WAN_HOST6, 8080)] * n
+        assert box.probe_auto(cases, timeout=0.5) == [True] * 2 * n + [False] * 2 * n
+        after = scrape(seeded)
+        for family in ("ipv4", "ipv6"):  # each connection's first packet, at least
+            assert allowed(after, family) - allowed(first, family) >= n, (family, after)
+        dropped = "dockwall_default_dropped_packets_total{}"
+        assert after[dropped] - first[dropped] >= 2 * n, after
+
+        events = "dockwall_event_to_kernel_seconds_count{}"
+        box.start_container("late-web", [(8081, 80)], labels={"public": "yes"})
+        assert eventually(lambda: reaches(seeded, STRANGER, 8081)) is not None, daemon.log()
+        assert eventually(lambda: scrape(seeded)[events] > after[events]) is not None
+
+        flush_own_chain(seeded)
+        assert eventually(lambda: repairs(scrape(seeded)) > repairs(after)) is not None, (
+            daemon.log()
+        )
+        assert not reaches(seeded, STRANGER, 8080)
+    finally:
+        daemon.stop()
+        dockwall(box, "remove")
+        box.docker("rm", "-f", "late-web", check=False)
 
 
 def test_invalid_policy_on_sighup_keeps_the_running_rules(
