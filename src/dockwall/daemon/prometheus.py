@@ -15,7 +15,14 @@ import platform
 import time
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import start_http_server
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -60,7 +67,10 @@ class KernelCounters(Collector):
     def collect(self) -> Iterator[Metric]:
         labels = ["rule", "family"]
         packets = CounterMetricFamily(
-            "dockwall_rule_allowed_packets", "Packets a policy rule let through.", labels=labels
+            "dockwall_rule_allowed_packets",
+            "Packets a policy rule let through (of connections it let open, the way they "
+            "were opened).",
+            labels=labels,
         )
         size = CounterMetricFamily(
             "dockwall_rule_allowed_bytes", "Bytes a policy rule let through.", labels=labels
@@ -91,6 +101,7 @@ class KernelCounters(Collector):
 
 class Prometheus(Recorder):
     def __init__(self, read_hits: Callable[[], FamilyHits], backend: str) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # (no `_created` series)
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self._applies = Counter(
