@@ -31,7 +31,8 @@ wait_for_apt_lock() {
 
 stable_packages=(docker.io iptables nftables ipset busybox-static curl iproute2
                  conntrack python3-venv psmisc procps util-linux
-                 dbus-daemon dbus-bin systemd)
+                 dbus-daemon dbus-bin systemd
+                 mmdebstrap)  # mmdebstrap: the root file system of dockwall's own image (tests)
 
 missing=()
 for pkg in "${stable_packages[@]}"; do
