@@ -51,6 +51,12 @@ LATE_PUBLIC = """  - name: late-public
     to: {label: "public=yes"}
     ports: [8081]
 """
+OPEN_LATE_CLOSED = """  - name: late-closed-opened
+    from: any
+    via: eth0
+    to: {container: late-closed}
+    ports: [8082]
+"""
 
 
 def dockerfile_changes(path: Path = DOCKERFILE) -> list[str]:
@@ -169,8 +175,9 @@ def deployment(
     engine: str = request.param
     require_engine(engine)
     tmp = tmp_path_factory.mktemp("container")
-    policy = tmp / "policy.yaml"
-    policy.write_text(EXAMPLE.read_text() + LATE_PUBLIC)
+    policy_dir = tmp / "etc-dockwall"
+    policy_dir.mkdir()
+    (policy_dir / "policy.yaml").write_text(EXAMPLE.read_text() + LATE_PUBLIC)
     state = tmp / "run-dockwall"
     started = time.monotonic()
     tar = request.getfixturevalue("image_tar")
@@ -179,7 +186,7 @@ def deployment(
         dockwall_image.import_image(box, tar, TAG, dockerfile_changes())
         hosts = {
             "/var/run/docker.sock": box.dirs.socket,
-            "./policy.yaml": policy,
+            "./dockwall": policy_dir,
             "/run/dockwall": state,
         }
         seconds = time.monotonic() - started
@@ -222,14 +229,23 @@ def test_dockwall_in_a_container_governs_the_host(deployment: Deployment) -> Non
     assert d.reaches(ADMIN, 8082)
     assert not d.reaches(STRANGER, 8082)
 
+    # SIGHUP reloads the policy, saved anew as an editor does (a new file, renamed).
+    policy = d.hosts["./dockwall"] / "policy.yaml"
+    saved = policy.with_name("policy.yaml.new")
+    saved.write_text(policy.read_text() + OPEN_LATE_CLOSED)
+    saved.rename(policy)
+    box.docker("kill", "-s", "HUP", NAME)
+    assert eventually(lambda: d.reaches(STRANGER, 8082)), d.logs()
+    assert "policy reloaded" in d.logs()
+
     # Stopping the container leaves the rules in place: the host stays closed.
     box.docker("stop", NAME, timeout=60)
     state = json.loads(box.docker("inspect", NAME).stdout)[0]["State"]
     assert not state["Running"] and state["ExitCode"] == 0, (state, d.logs())
     assert d.dockwall_rules()
     assert not d.reaches(STRANGER, 8080)
-    assert not d.reaches(STRANGER, 8082)
-    assert d.reaches(STRANGER, 8081)
+    assert not d.reaches(STRANGER, 5432)
+    assert d.reaches(STRANGER, 8081) and d.reaches(STRANGER, 8082)
     assert d.reaches(ADMIN, 8080)
 
     # `docker compose run --rm dockwall remove`: back to plain Docker, nothing of dockwall's.
