@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from dockwall_sandbox import Sandbox, Scenario, dockwall_image
+from tests.integration.firewall import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -142,15 +143,6 @@ class Deployment:
         lines = [ln for ln in self.box.firewall_dump().splitlines() if "DOCKWALL" in ln]
         nft = self.box.run_in_host(["nft", "list", "table", "inet", "dockwall"], check=False)
         return lines + (nft.stdout.splitlines() if nft.returncode == 0 else [])
-
-
-def eventually(check: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.fixture(scope="module")

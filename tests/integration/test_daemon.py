@@ -13,11 +13,11 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from dockwall_sandbox import SeededSandbox
 from dockwall_sandbox import topology as topo
 from dockwall_sandbox.dockwall_cli import RunningDaemon, dockwall
+from tests.metrics_text import samples
 
 pytestmark = pytest.mark.integration
 
@@ -231,13 +231,7 @@ def scrape(seeded: SeededSandbox) -> dict[str, float]:
     """`dockwall run`'s metrics, fetched over HTTP in the host namespace: every sample by
     name and labels (`name{k=v,...}`)."""
     argv = ["curl", "-sSf", "--max-time", "5", f"http://{METRICS}/metrics"]
-    text = seeded.sandbox.run_in_host(argv, timeout=10).stdout
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            found[f"{sample.name}{{{labels}}}"] = sample.value
-    return found
+    return samples(seeded.sandbox.run_in_host(argv, timeout=10).stdout)
 
 
 def allowed(got: dict[str, float], family: str) -> float:

@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
@@ -40,6 +40,7 @@ from dockwall_sandbox.topology import (
     WAN_ADMIN1_4,
     WAN_ADMIN1_6,
 )
+from tests.integration.firewall import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -243,15 +244,6 @@ rules:
     to: [198.51.100.10]
     ports: [8000/tcp]
 """
-
-
-def eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.mark.parametrize("backend", ["iptables", "nftables"])

@@ -15,8 +15,7 @@ import re
 import shutil
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from dockwall_sandbox.dockwall_cli import RunningDaemon, dockwall
 from dockwall_sandbox.image import IMAGE
 from dockwall_sandbox.matrix import Case, cases, outside_sources, probe
 from tests.integration.conftest import ENGINE_NAMES, _require
-from tests.integration.firewall import mismatches
+from tests.integration.firewall import eventually, mismatches
 from tests.integration.test_firewall import example_policy_allows
 
 pytestmark = pytest.mark.integration
@@ -209,15 +208,6 @@ def test_remove_leaves_no_input_jump_or_input_chain(
 def _without_dates(dump: str) -> str:
     lines = [re.sub(r"\[\d+:\d+\]", "", line) for line in dump.splitlines()]
     return "\n".join(line for line in lines if not line.startswith("#"))
-
-
-def eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_a_created_container_is_closed_on_the_proxy_path_before_it_starts(

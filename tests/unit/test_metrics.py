@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 from prometheus_client.exposition import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from dockwall.backends.base import DEFAULT_HITS, FamilyHits, Hits
 from dockwall.cli import commands as cli
@@ -17,6 +16,7 @@ from dockwall.daemon.triggers import Kind, Trigger
 from dockwall.errors import BackendError, DockerError
 from dockwall.model.hoststate import HostState
 from dockwall.model.values import Family
+from tests.metrics_text import samples
 from tests.unit.test_daemon_loop import FakeBackend, daemon, event, host
 
 __all__ = ["daemon"]  # (the fixture, used by name)
@@ -55,13 +55,7 @@ def test_run_refuses_a_bare_port_before_touching_anything() -> None:
 
 def scrape(metrics: Prometheus) -> dict[str, float]:
     """Every sample, by name and labels (`name{k=v,...}`)."""
-    text = generate_latest(metrics.registry).decode()
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            found[f"{sample.name}{{{labels}}}"] = sample.value
-    return found
+    return samples(generate_latest(metrics.registry).decode())
 
 
 KERNEL: FamilyHits = {
