@@ -281,3 +281,35 @@ def test_a_container_coming_and_going_is_written_as_a_delta(
         observed = probe(box, cases(Scenario({late_web.name: late_web})))
         wrong = mismatches(observed, expected(joined))
         assert not wrong, "\n".join(wrong) + "\n" + dump(host)
+
+
+GENERATIONS = """
+import json, subprocess
+from dockwall.daemon import rule_changes
+sock = rule_changes.subscribe()
+sock.settimeout(5)
+asked = [rule_changes.generation()]
+for verb in ("add", "delete"):
+    subprocess.run(["nft", verb, "table", "inet", "dockwall-gen-test"], check=True, timeout=10)
+    asked.append(rule_changes.generation())
+told = []
+while len(told) < 2:
+    told += [x for x in rule_changes.lines(sock.recv(1 << 20)) if x.startswith("# new gen")]
+print(json.dumps({"asked": asked, "told": told}))
+"""
+
+
+def test_the_generation_asked_is_the_one_the_change_stream_tells(host: SeededSandbox) -> None:
+    """What the daemon's timed check relies on to skip a read (KernelWatch.vouches): the
+    kernel's generation, asked over netlink, moves by one per transaction and is the number
+    that transaction's end carries in the change stream."""
+    argv = [sys.executable, "-c", GENERATIONS]
+    done = host.sandbox.run_in_host(argv, check=False, env=child_env(), timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = json.loads(done.stdout)
+    first, added, deleted = found["asked"]
+    assert (added, deleted) == (first + 1, first + 2)
+    assert [t.split(" by ")[0] for t in found["told"]] == [
+        f"# new generation {added}",
+        f"# new generation {deleted}",
+    ]

@@ -17,9 +17,9 @@ from dockwall import record
 from dockwall.backends.base import Change, FamilyChange, Kernel, Transaction
 from dockwall.cli import app
 from dockwall.cli import commands as cli
-from dockwall.daemon import loop
+from dockwall.daemon import kernelwatch, loop, rule_changes
 from dockwall.daemon.loop import Action, Daemon, Settings, next_action
-from dockwall.daemon.triggers import Kind, Trigger
+from dockwall.daemon.triggers import Kind, Trigger, Triggers
 from dockwall.errors import BackendError, DockerError
 from dockwall.model.hoststate import Container, Endpoint, HostState, Network
 from dockwall.model.policy import parse_policy
@@ -364,3 +364,81 @@ def test_run_hands_each_option_to_the_setting_of_its_name(
         Settings(policy_path, None, check_interval=2.5, debounce=0.25, watch_kernel=False)
     ]
     assert seen[0].resync_interval == 60.0
+
+
+@dataclass
+class StubWatch:
+    """Stands for KernelWatch: whether nftables' change stream vouches for the rules."""
+
+    vouch: bool = True
+    marks: int = 0
+
+    def mark(self) -> tuple[int, int]:
+        self.marks += 1
+        return (1, self.marks)
+
+    def vouches(self, since: tuple[int, int] | None) -> bool:
+        return self.vouch and since is not None
+
+
+def test_a_timed_check_the_change_stream_vouches_for_reads_nothing(
+    daemon: tuple[Daemon, FakeBackend],
+) -> None:
+    made, fake = daemon
+    fake.writes_streamed = True
+    watch = StubWatch()
+    made._watch = watch  # type: ignore[assignment]
+    made.reconcile([event()], read_kernel=True)  # a read (the mark), then a delta
+    assert watch.marks == 1 and made._unconfirmed_delta
+
+    def reads(batch: list[Trigger], busy_ago: float = 0.0, read_ago: float = 0.0) -> bool:
+        made._busy_at = time.monotonic() - busy_ago
+        made._read_at = time.monotonic() - read_ago
+        return made._decide(batch, next_check=0.0).read_kernel
+
+    assert not reads([event()], busy_ago=5)  # an event is not held up by confirming a delta
+    assert not reads([], busy_ago=0.5)  # events still coming
+    assert reads([], busy_ago=1.5)  # quiet: dockwall's own delta is read back
+    made._unconfirmed_delta = False
+    assert not reads([], busy_ago=5)
+    assert reads([], busy_ago=5, read_ago=61)  # the belt, when quiet
+    assert not reads([event()], read_ago=61)
+    assert reads([event()], read_ago=121)  # and at most twice the resync interval apart
+    assert reads([Trigger(Kind.KERNEL_CHANGED, "x")])  # someone else's change is read
+    assert reads([Trigger(Kind.RELOAD, "x")])
+    watch.vouch = False
+    assert reads([event()])
+    watch.vouch = True
+    fake.writes_streamed = False  # iptables-legacy: the stream sees none of its writes
+    assert reads([event()])
+    assert not made._decide([], next_check=time.monotonic() + 5).read_kernel  # not due
+
+
+def test_kernel_watch_vouches_only_for_transactions_it_has_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    watch = kernelwatch.KernelWatch(Triggers())
+    generation = [7]
+
+    def asked() -> int:
+        if generation[0] < 0:
+            raise OSError("no netlink")
+        return generation[0]
+
+    monkeypatch.setattr(rule_changes, "generation", asked)
+    assert watch.mark() is None  # not following the stream
+    monkeypatch.setattr(watch, "is_alive", lambda: True)
+    watch._epoch = 1
+    since = watch.mark()
+    assert since == (1, 7)
+    assert watch.vouches(since)  # nothing committed since the mark
+    generation[0] = 8
+    assert not watch.vouches(since)  # a transaction not read yet
+    watch.seen = (1, 8)
+    assert watch.vouches(since)
+    watch._epoch = 2  # subscribed again, or messages were dropped
+    watch.seen = (2, 8)
+    assert not watch.vouches(since)
+    assert not watch.vouches(None)
+    generation[0] = -1
+    assert watch.mark() is None and not watch.vouches((2, 8))

@@ -40,7 +40,7 @@ AFTER_DOCKWALL = re.compile(
     r"\w+ (?:rule|chain) (?:ip|ip6) filter (?:DOCKER|DOCKER-FORWARD|DOCKER-BRIDGE|DOCKER-CT"
     r"|DOCKER-ISOLATION-STAGE-1|DOCKER-ISOLATION-STAGE-2)(?:\s|$)"
 )
-GENERATION = re.compile(r"# new generation \d+(?: by process (\d+) \((.*)\))?")
+GENERATION = re.compile(r"# new generation (\d+)(?: by process (\d+) \((.*)\))?")
 
 
 class Transactions:
@@ -60,10 +60,10 @@ class Transactions:
                 self._touched = line.strip()[:200]
             return None
         touched, self._touched = self._touched, ""
-        pid = None if end.group(1) is None else int(end.group(1))
+        pid = None if end.group(2) is None else int(end.group(2))
         if not touched or (pid is not None and self._ours(pid)):
             return None
-        return f"{touched} (by process {pid} ({end.group(2)}))" if pid else touched
+        return f"{touched} (by process {pid} ({end.group(3)}))" if pid else touched
 
 
 STOP_POLL = 0.2  # seconds: how often a waiting receive looks whether to stop
@@ -79,6 +79,35 @@ class KernelWatch(threading.Thread):
         super().__init__(name="nft-events", daemon=True)
         self._triggers = triggers
         self._stopping = threading.Event()
+        # (epoch, generation) of the last transaction read; a new epoch begins at each
+        # subscription and after messages were dropped. Read by the daemon's thread.
+        self.seen: tuple[int, int] | None = None
+        self._epoch = 0
+
+    def mark(self) -> tuple[int, int] | None:
+        """(epoch, the kernel's generation now), taken before a full read of the rules;
+        None if the stream is not followed or the generation can't be asked."""
+        epoch = self._epoch
+        if not epoch or not self.is_alive():
+            return None
+        try:
+            return epoch, rule_changes.generation()
+        except OSError:
+            return None
+
+    def vouches(self, since: tuple[int, int] | None) -> bool:
+        """Whether the rules can have changed since `since` (a mark taken before a read)
+        only by transactions this watch has read and told of if foreign: in the same epoch
+        (subscribed before the mark), the kernel's generation is the mark's (nothing since)
+        or the last one read (each read in turn; a foreign one was put as a trigger before
+        seen moved on)."""
+        if since is None or not self.is_alive() or since[0] != self._epoch:
+            return False
+        try:
+            now = rule_changes.generation()
+        except OSError:
+            return False
+        return now == since[1] or self.seen == (since[0], now)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -95,6 +124,8 @@ class KernelWatch(threading.Thread):
                 )
                 return
             with sock:
+                self._epoch += 1
+                self.seen = None
                 sock.settimeout(STOP_POLL)
                 log.debug("watching nftables for rule changes")
                 if again:  # what changed while no socket listened is unknown
@@ -112,6 +143,8 @@ class KernelWatch(threading.Thread):
                 continue
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:  # messages were dropped: check
+                    self._epoch += 1
+                    self.seen = None
                     transactions = Transactions(proc.ours)
                     self._put("nftables' change stream overflowed")
                     continue
@@ -122,6 +155,9 @@ class KernelWatch(threading.Thread):
                 if foreign is not None:
                     log.debug("rules changed by someone else", extra={"fields": {"what": foreign}})
                     self._put(foreign)
+                end = GENERATION.match(line)
+                if end is not None:
+                    self.seen = (self._epoch, int(end.group(1)))
 
     def _put(self, what: str) -> None:
         self._triggers.put(Trigger(Kind.KERNEL_CHANGED, what, time.time()))

@@ -45,6 +45,10 @@ FIRST_EVENT_WAIT = 5.0  # seconds to wait at start for the event stream to conne
 DIED_STALE = 5.0
 CHECK_BUDGET = 0.05  # the drift check may use at most this share of one core
 CHECK_KINDS = {Kind.FIREWALL_RELOADED, Kind.KERNEL_CHANGED}
+# seconds with no trigger after which a timed check reads back dockwall's own last delta
+# (while events keep coming, that confirmation waits: a read of a large table takes ~0.3 s,
+# and every event arriving meanwhile would wait with it)
+CONFIRM_QUIET = 1.0
 SNAPSHOT_KINDS = {Kind.EVENT, Kind.DOCKER_UP, Kind.DOCKER_DOWN, Kind.RELOAD, Kind.RESYNC}
 
 
@@ -111,6 +115,10 @@ class Daemon:
     _next_resync: float = 0.0  # (monotonic) when the next full snapshot is due
     missed: int = 0  # resyncs that found what the events had not told
     _died: dict[str, float] = field(default_factory=dict)  # id -> (monotonic) time of its die
+    _watch: KernelWatch | None = None  # nftables' change stream, while followed
+    _mark: tuple[int, int] | None = None  # the watch's mark before the last read of the rules
+    _read_at: float = 0.0  # (monotonic) when the rules were last read
+    _busy_at: float = 0.0  # (monotonic) when the last batch of triggers was handled
 
     def run(self) -> None:
         firewalld = FirewalldListener(self.triggers)
@@ -122,6 +130,7 @@ class Daemon:
         if self.settings.watch_kernel:
             watch.start()
             self._watching = True
+            self._watch = watch
         # The event stream's first word (connected, or Docker away) joins the first snapshot:
         # one snapshot at start, taken after the stream is listening, so nothing is missed.
         first = wait(self.triggers, FIRST_EVENT_WAIT)
@@ -149,7 +158,7 @@ class Daemon:
         while True:
             timeout = next_check - time.monotonic()
             batch = self._next_batch(min(timeout, ping) if ping else timeout)
-            action = next_action(batch, time.monotonic(), next_check)
+            action = self._decide(batch, next_check)
             if action.stop:
                 return
             if any(t.kind in CHECK_KINDS for t in batch):
@@ -164,8 +173,38 @@ class Daemon:
             if action.check_due:
                 took = time.monotonic() - began
                 next_check = time.monotonic() + self._check_pause(took)
+            if batch:
+                self._busy_at = time.monotonic()
             if ping:
                 service_manager.notify("WATCHDOG=1")
+
+    def _decide(self, batch: list[Trigger], next_check: float) -> Action:
+        action = next_action(batch, time.monotonic(), next_check)
+        if action.read_kernel and action.check_due and self._vouched(batch):
+            return replace(action, read_kernel=False)
+        return action
+
+    def _vouched(self, batch: list[Trigger]) -> bool:
+        """A check due by time alone needs no read of the rules when nftables' change
+        stream vouches that only transactions it has read (and told of, if foreign) came
+        since the last read: a full read of a large table takes ~0.3 s, and every event
+        arriving meanwhile waits. The rules are still read back: after a delta of
+        dockwall's own once no trigger came for CONFIRM_QUIET, and at least every
+        resync_interval whatever the stream says (a belt for the stream's reading). Both wait
+        for a check with no trigger (an event that came is not held up by them), the belt at
+        most twice that."""
+        now = time.monotonic()
+        if any(t.kind is not Kind.EVENT for t in batch):
+            return False  # foreign, a reload, Docker back: next_action asked for a read
+        if self._watch is None or not self.kernel.backend.writes_streamed:
+            return False
+        since_read = now - self._read_at
+        quiet = not batch and now - self._busy_at >= CONFIRM_QUIET
+        if since_read >= 2 * self.settings.resync_interval:
+            return False
+        if quiet and (self._unconfirmed_delta or since_read >= self.settings.resync_interval):
+            return False
+        return self._watch.vouches(self._mark)
 
     def _next_batch(self, timeout: float) -> list[Trigger]:
         """What came within timeout; a RESYNC if nothing did and one is due."""
@@ -380,6 +419,9 @@ class Daemon:
         began = time.monotonic()
         writing = False
         try:
+            if fresh or self.kernel.trusted is None:
+                self._mark = self._watch.mark() if self._watch is not None else None
+                self._read_at = began
             tx = self.kernel.plan(ruleset, fresh=fresh)
             change = tx.change
             planned = time.monotonic()

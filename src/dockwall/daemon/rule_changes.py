@@ -119,3 +119,28 @@ def _text(value: bytes | None) -> str:
 
 def _u32(value: bytes | None) -> int | None:
     return None if value is None or len(value) < 4 else int(struct.unpack(">I", value[:4])[0])
+
+
+NFT_MSG_GETGEN = 16
+GENERATION_TIMEOUT = 1.0  # seconds
+
+
+def generation() -> int:
+    """The kernel's nftables generation now (the number each committed transaction raises,
+    told at its end as "# new generation N"). Raises OSError where it can't be asked."""
+    request = netlink.request(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETGEN, 1)
+    with socket.socket(
+        socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER
+    ) as sock:
+        sock.settimeout(GENERATION_TIMEOUT)
+        sock.bind((0, 0))
+        sock.sendto(request, (0, 0))
+        while True:
+            for kind, _flags, seq, message in netlink.messages(sock.recv(65536)):
+                if seq != 1:
+                    continue
+                if kind == netlink.NLMSG_ERROR:
+                    raise OSError("the kernel refused to tell its nftables generation")
+                found = _u32(netlink.attributes(message[_HEADER_SIZE + _NFGEN :]).get(1))
+                if kind & 0xFF == NFT_MSG_NEWGEN and found is not None:
+                    return found

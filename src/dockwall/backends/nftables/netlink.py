@@ -301,6 +301,11 @@ def _elements(table: str, name: str, elements: list[bytes], adding: bool, seq: i
     return _message(NFNL_SUBSYS_NFTABLES << 8 | kind, flags, seq, body)
 
 
+def request(kind: int, seq: int) -> bytes:
+    """A request with no attributes (family unspecified), e.g. for the generation."""
+    return _message(kind, 0, seq, _nfgen(0, 0))
+
+
 def _message(kind: int, flags: int, seq: int, body: bytes) -> bytes:
     return struct.pack("=IHHII", 16 + len(body), kind, NLM_F_REQUEST | flags, seq, 0) + body
 
